@@ -1,0 +1,1 @@
+"""Pipelines: whole jobs from a request to files (GLB, MP4, PNG, JSON)."""
