@@ -12,7 +12,7 @@ from core.progress import Reporter
 # and returns {artifact name: path inside work_dir}.
 ENGINES: dict[str, str] = {
     "avatar": "core.pipelines.avatar:run_avatar_job",
-    "photo_avatar": "core.pipelines.avatar:run_photo_avatar_job",
+    "photo_avatar": "core.pipelines.photo_avatar:run_photo_avatar_job",
     "text_to_3d": "core.pipelines.text_to_3d:run_text_to_3d_job",
 }
 
