@@ -1,0 +1,118 @@
+"""Command line: ``python -m server`` / ``kiln-server`` starts the Kiln job server."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from server import __version__
+from server.config import DEFAULT_HOST, DEFAULT_PORT, ServerConfig, default_data_dir, parse_engine_specs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kiln-server",
+        description="Kiln job server: runs text-to-3D and avatar jobs and serves their files over HTTP.",
+    )
+    p.add_argument(
+        "--host", default=DEFAULT_HOST, help="address to bind (default %(default)s; others need --token)"
+    )
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port (default %(default)s)")
+    p.add_argument(
+        "--data-dir", type=Path, default=None, help=f"jobs and files (default {default_data_dir()})"
+    )
+    p.add_argument("--token", default=None, help="Bearer token clients must send (default: env KILN_TOKEN)")
+    p.add_argument("--text-model", default=None, help="text_to_3d diffusion model: hub id or local folder")
+    p.add_argument("--avatar-weights", default=None, help="avatar weights file or folder (default: shipped)")
+    p.add_argument(
+        "--engine",
+        action="append",
+        default=[],
+        metavar="KIND=MODULE:FUNCTION",
+        help="register an extra job kind (repeatable; also env KILN_EXTRA_ENGINES, comma separated)",
+    )
+    p.add_argument("--kinds", default=None, help="serve only these kinds (comma separated; default: all)")
+    p.add_argument(
+        "--cors-origin", action="append", default=[], help="browser origin allowed to call the API"
+    )
+    p.add_argument(
+        "--allowed-host", action="append", default=[], help="extra Host header accepted on loopback"
+    )
+    p.add_argument(
+        "--cancel-grace", type=float, default=10.0, help="seconds before a cancelled job is killed"
+    )
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--version", action="version", version=f"kiln-server {__version__}")
+    return p
+
+
+def config_from_args(argv: list[str] | None = None) -> ServerConfig:
+    """Parse the command line and environment into a checked ServerConfig (SystemExit on error)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        engines = parse_engine_specs(os.environ.get("KILN_EXTRA_ENGINES", "").split(","))
+        engines.update(parse_engine_specs(args.engine))
+        config = ServerConfig(
+            data_dir=args.data_dir or default_data_dir(),
+            host=args.host,
+            port=args.port,
+            token=args.token or os.environ.get("KILN_TOKEN") or None,
+            extra_engines=engines,
+            only_kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()) if args.kinds else (),
+            text_to_3d_model=args.text_model,
+            avatar_weights=args.avatar_weights,
+            cors_origins=tuple(args.cors_origin),
+            allowed_hosts=tuple(args.allowed_host),
+            cancel_grace_s=args.cancel_grace,
+            log_level=args.log_level,
+        )
+        config.check()
+    except ValueError as exc:
+        parser.exit(2, f"kiln-server: error: {exc}\n")
+    return config
+
+
+def _lock_data_dir(data_dir: Path):
+    """Hold an exclusive lock on the data folder for the process's life; exit if another server has it."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(data_dir / "server.lock", "w")  # noqa: SIM115 - held open until exit
+    try:
+        import fcntl
+    except ImportError:
+        return handle
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        sys.exit(
+            f"kiln-server: error: another Kiln server is using {data_dir}; stop it or pass another --data-dir"
+        )
+    return handle
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Start the server and block until it is stopped (Ctrl-C or SIGTERM)."""
+    config = config_from_args(argv)
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    lock = _lock_data_dir(config.data_dir)
+    try:
+        import uvicorn
+    except ImportError:
+        sys.exit("kiln-server: error: uvicorn is missing; pip install -r requirements.txt")
+    from server.app import create_app
+
+    app = create_app(config)
+    logging.getLogger("kiln.server").info("listening on http://%s:%d", config.host, config.port)
+    uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level, access_log=False)
+    lock.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,425 @@
+"""The FastAPI application: routes of docs/API.md over the job store and the supervisor."""
+
+import asyncio
+import hmac
+import json
+import logging
+import mimetypes
+import os
+import secrets
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from server import __version__
+from server.config import LOOPBACK_NAMES, ServerConfig, is_loopback
+from server.engines import PHOTO_KIND, available_kinds
+from server.guards import BodyLimit, HostOriginGuard
+from server.notify import Notifier
+from server.schemas import (
+    PRESETS,
+    PROMPT_MAX_CHARS,
+    Health,
+    Info,
+    JobList,
+    JobOut,
+    JobParams,
+    _attribute_vocab,
+    job_request_model,
+)
+from server.store import RUNNING, STATES, JobRecord, JobStore
+from server.supervisor import Supervisor, job_dir
+from server.uploads import UploadError, check_photo
+
+log = logging.getLogger("kiln.server")
+
+CONTENT_TYPES = {
+    ".glb": "model/gltf-binary",
+    ".gltf": "model/gltf+json",
+    ".mp4": "video/mp4",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".webp": "image/webp",
+    ".json": "application/json",
+}
+SSE_PING_S = 15.0
+"""Seconds between keep-alive comments on an idle event stream."""
+PHOTO_PATH = "/v1/jobs/photo"
+
+_PHOTO_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["photo"],
+                "properties": {
+                    "photo": {"type": "string", "format": "binary", "description": "PNG, JPEG or WebP."},
+                    "params": {
+                        "type": "string",
+                        "description": "JSON object with the fields of POST /v1/jobs.",
+                    },
+                },
+            }
+        }
+    },
+}
+_ERROR = {"description": "Error", "content": {"application/json": {"schema": {"type": "object"}}}}
+
+
+def content_type(name: str) -> str:
+    suffix = Path(name).suffix.lower()
+    return CONTENT_TYPES.get(suffix) or mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def job_out(job: JobRecord) -> dict[str, Any]:
+    """The API's job object; artifacts appear only for a succeeded job."""
+    artifacts = []
+    if job.state == "succeeded":
+        artifacts = [
+            {
+                "name": a.name,
+                "content_type": content_type(a.name),
+                "size": a.size,
+                "url": f"/v1/jobs/{job.id}/artifacts/{a.name}",
+            }
+            for a in job.artifacts
+        ]
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "state": job.state,
+        "stage": job.stage,
+        "progress": job.progress,
+        "eta_seconds": job.eta_seconds,
+        "message": job.message,
+        "error": job.error,
+        "params": job.params,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "artifacts": artifacts,
+    }
+
+
+def _validation_error(exc: ValidationError, prefix: tuple[str, ...]) -> RequestValidationError:
+    errors = [
+        {"loc": [*prefix, *e["loc"]], "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors(include_url=False)
+    ]
+    return RequestValidationError(errors)
+
+
+def create_app(config: ServerConfig) -> FastAPI:
+    """Build the app; the job store and the worker start with its lifespan."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    kinds = available_kinds(config.extra_engines, config.only_kinds)
+    json_kinds = [k for k in kinds if k != PHOTO_KIND]
+    JobRequest = job_request_model(json_kinds)
+    notifier = Notifier()
+    store = JobStore(config.data_dir / "jobs.sqlite3")
+    supervisor = Supervisor(store, config, notifier.publish)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        notifier.bind(asyncio.get_running_loop())
+        supervisor.start()
+        log.info(
+            "kiln server %s: data in %s, kinds %s", __version__, config.data_dir, ", ".join(kinds) or "none"
+        )
+        try:
+            yield
+        finally:
+            await run_in_threadpool(supervisor.stop)
+
+    bearer = HTTPBearer(auto_error=False, description="Needed when the server has a token.")
+
+    def require_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        if config.token is None:
+            return
+        given = credentials.credentials.encode() if credentials is not None else b""
+        if not hmac.compare_digest(given, config.token.encode()):
+            raise HTTPException(
+                401,
+                "missing or wrong token: send 'Authorization: Bearer <token>' with the token the server was "
+                "started with",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    def get_job(job_id: str) -> JobRecord:
+        job = store.get(job_id)
+        if job is None:
+            raise HTTPException(404, f"no job {job_id!r} on this server; list jobs with GET /v1/jobs")
+        return job
+
+    def submit(kind: str, params: dict[str, Any], job_id: str | None = None) -> dict[str, Any]:
+        if params.get("seed") is None:
+            params["seed"] = secrets.randbelow(2**31)
+        job = store.create(kind, params, job_id=job_id)
+        log.info("job %s (%s): submitted -> queued", job.id, kind)
+        notifier.publish(job.id)
+        supervisor.wake()
+        return job_out(job)
+
+    router = APIRouter(prefix="/v1", dependencies=[Depends(require_token)], responses={401: _ERROR})
+
+    @router.get("/info", response_model=Info)
+    async def info() -> dict[str, Any]:
+        vocab = _attribute_vocab() or {}
+        return {
+            "version": __version__,
+            **{k: supervisor.device.get(k) for k in ("device", "device_name", "device_warning")},
+            "kinds": kinds,
+            "models": {
+                "text_to_3d": config.text_to_3d_model or "engine default",
+                "avatar": config.avatar_weights or "shipped weights",
+            },
+            "queue_length": store.count("queued"),
+            "running": supervisor.current_job,
+            "worker_pid": supervisor.worker_pid,
+            "attributes": {name: list(values) for name, values in vocab.items()},
+            "presets": list(PRESETS),
+            "limits": {
+                "prompt_chars": PROMPT_MAX_CHARS,
+                "upload_bytes": config.max_upload_bytes,
+                "image_pixels": config.max_image_pixels,
+            },
+        }
+
+    @router.post("/jobs", status_code=201, response_model=JobOut, responses={422: _ERROR, 413: _ERROR})
+    async def create_job(request: JobRequest) -> dict[str, Any]:  # type: ignore[valid-type]
+        params = request.model_dump(exclude={"kind"})
+        return submit(request.kind, params)
+
+    @router.post(
+        "/jobs/photo",
+        status_code=201,
+        response_model=JobOut,
+        openapi_extra={"requestBody": _PHOTO_BODY},
+        responses={413: _ERROR, 415: _ERROR, 422: _ERROR, 400: _ERROR},
+    )
+    async def create_photo_job(request: Request) -> dict[str, Any]:
+        """Create a photo_avatar job from a multipart upload: part ``photo``, optional part ``params``."""
+        # 1. The route exists only with a photo engine; the form must be multipart.
+        if PHOTO_KIND not in kinds:
+            raise HTTPException(
+                409, "this server has no photo_avatar engine installed; see GET /v1/info kinds"
+            )
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise HTTPException(415, "send multipart/form-data with the image in a part named 'photo'")
+        form = await request.form(max_files=1, max_fields=1, max_part_size=64 * 1024)
+        try:
+            # 2. Params: the JSON route's fields; kind is ignored.
+            raw = form.get("params") or "{}"
+            try:
+                loaded = json.loads(raw) if isinstance(raw, str) else None
+            except ValueError:
+                loaded = None
+            if not isinstance(loaded, dict):
+                raise RequestValidationError(
+                    [
+                        {
+                            "loc": ["body", "params"],
+                            "msg": "params must be a JSON object",
+                            "type": "json_invalid",
+                        }
+                    ]
+                )
+            loaded.pop("kind", None)
+            try:
+                params = JobParams.model_validate({"kind": PHOTO_KIND, **loaded}).model_dump(exclude={"kind"})
+            except ValidationError as exc:
+                raise _validation_error(exc, ("body", "params")) from None
+            # 3. The photo: size, format, pixels, full decode (off the event loop).
+            photo = form.get("photo")
+            if not isinstance(photo, UploadFile):
+                raise RequestValidationError(
+                    [
+                        {
+                            "loc": ["body", "photo"],
+                            "msg": "attach the image file as part 'photo'",
+                            "type": "missing",
+                        }
+                    ]
+                )
+            data = await photo.read(config.max_upload_bytes + 1)
+            try:
+                checked = await run_in_threadpool(
+                    check_photo, data, config.max_upload_bytes, config.max_image_pixels
+                )
+            except UploadError as exc:
+                raise HTTPException(exc.status, exc.detail) from None
+        finally:
+            await form.close()
+        # 4. Store it in the job folder under a temporary name, then rename, then queue the job.
+        job_id = secrets.token_hex(16)
+        folder = job_dir(config.data_dir, job_id) / "input"
+        rel = f"input/photo.{checked.extension}"
+
+        def write() -> None:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f".photo.{checked.extension}.tmp"
+            tmp.write_bytes(data)
+            os.replace(tmp, folder.parent / rel)
+
+        await run_in_threadpool(write)
+        params["photo_path"] = rel
+        params["photo"] = {
+            "filename": (photo.filename or "")[:200],
+            "format": checked.format,
+            "width": checked.width,
+            "height": checked.height,
+            "bytes": len(data),
+        }
+        return submit(PHOTO_KIND, params, job_id=job_id)
+
+    @router.get("/jobs", response_model=JobList)
+    async def list_jobs(
+        state: Annotated[
+            Literal["queued", "running", "succeeded", "failed", "cancelled"] | None, Query()
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    ) -> dict[str, Any]:
+        assert state is None or state in STATES
+        return {"jobs": [job_out(j) for j in store.list_jobs(state, limit)]}
+
+    @router.get("/jobs/{job_id}", response_model=JobOut, responses={404: _ERROR})
+    async def read_job(job_id: str) -> dict[str, Any]:
+        return job_out(get_job(job_id))
+
+    @router.get(
+        "/jobs/{job_id}/events",
+        responses={200: {"content": {"text/event-stream": {}}, "description": "Job events"}, 404: _ERROR},
+        response_class=StreamingResponse,
+    )
+    async def job_events(job_id: str) -> StreamingResponse:
+        """Server-sent events: ``event: job`` with the job object on every change; ends when finished."""
+        get_job(job_id)
+
+        async def stream() -> AsyncIterator[str]:
+            sent = -1
+            while True:
+                changed = notifier.waiter(job_id)
+                job = store.get(job_id)
+                if job is None:
+                    return  # deleted
+                if job.version != sent:
+                    sent = job.version
+                    yield f"event: job\ndata: {json.dumps(jsonable_encoder(job_out(job)))}\n\n"
+                if job.terminal:
+                    return
+                try:
+                    await asyncio.wait_for(changed.wait(), SSE_PING_S)
+                except TimeoutError:
+                    yield ": ping\n\n"
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @router.get(
+        "/jobs/{job_id}/artifacts/{name}",
+        response_class=FileResponse,
+        responses={200: {"content": {"application/octet-stream": {}}}, 404: _ERROR, 409: _ERROR, 416: _ERROR},
+    )
+    async def read_artifact(job_id: str, name: str) -> FileResponse:
+        """One finished file; supports ``Range`` (video scrubbing, resumed downloads)."""
+        job = get_job(job_id)
+        if job.state != "succeeded":
+            raise HTTPException(
+                409, f"job {job_id} is {job.state}; its files are served once it has succeeded"
+            )
+        # Only names the engine reported are served, so no request text ever reaches a path.
+        artifact = next((a for a in job.artifacts if a.name == name), None)
+        if artifact is None:
+            names = ", ".join(a.name for a in job.artifacts)
+            raise HTTPException(404, f"job {job_id} has no artifact {name!r}; it has: {names}")
+        root = job_dir(config.data_dir, job.id).resolve()
+        path = (root / artifact.path).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
+            raise HTTPException(404, f"the file of artifact {name} is gone from the data folder")
+        return FileResponse(
+            path, media_type=content_type(name), filename=name, content_disposition_type="inline"
+        )
+
+    @router.post("/jobs/{job_id}/cancel", status_code=202, response_model=JobOut, responses={404: _ERROR})
+    async def cancel_job(job_id: str) -> dict[str, Any]:
+        get_job(job_id)
+        return job_out(_cancel(job_id))
+
+    def _cancel(job_id: str) -> JobRecord:
+        before = get_job(job_id)
+        job = store.request_cancel(job_id) or before
+        if job.version != before.version:
+            if job.state == RUNNING:
+                log.info("job %s (%s): cancel requested while running", job.id, job.kind)
+                supervisor.cancel(job_id)
+            else:
+                log.info("job %s (%s): %s -> %s", job.id, job.kind, before.state, job.state)
+            notifier.publish(job_id)
+        return job
+
+    @router.delete(
+        "/jobs/{job_id}",
+        status_code=204,
+        responses={202: {"model": JobOut, "description": "Active job: cancel requested"}, 404: _ERROR},
+    )
+    async def delete_job(job_id: str) -> Response:
+        """Cancel an active job (202 with the job), or delete a finished one and its files (204)."""
+        job = get_job(job_id)
+        if not job.terminal:
+            return JSONResponse(jsonable_encoder(job_out(_cancel(job_id))), status_code=202)
+        if store.delete(job_id):
+            await run_in_threadpool(shutil.rmtree, job_dir(config.data_dir, job_id), True)
+            log.info("job %s (%s): deleted", job_id, job.kind)
+            notifier.publish(job_id)
+        return Response(status_code=204)
+
+    app = FastAPI(
+        title="Kiln server",
+        version=__version__,
+        description="Local job server: text and photos to textured 3D assets and avatars. See docs/API.md.",
+        lifespan=lifespan,
+    )
+
+    @app.get("/v1/health", response_model=Health, tags=["service"])
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.include_router(router)
+    app.state.store = store
+    app.state.supervisor = supervisor
+
+    # Outermost first: host/origin, then CORS (only if asked), then body limits.
+    app.add_middleware(
+        BodyLimit,
+        default=config.max_json_bytes,
+        by_path={PHOTO_PATH: config.max_upload_bytes + 1024 * 1024},
+    )
+    if config.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Range"],
+        )
+    hosts = None
+    if is_loopback(config.host):
+        hosts = {h.lower() for h in (*LOOPBACK_NAMES, config.host, *config.allowed_hosts)}
+    app.add_middleware(HostOriginGuard, allowed_hosts=hosts, allowed_origins=set(config.cors_origins))
+    return app

@@ -1,0 +1,115 @@
+"""ASGI guards in front of the app: request body limits, Host and Origin checks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from fastapi import HTTPException
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+async def _reply(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _host_name(host: str) -> str:
+    """'127.0.0.1:8765' -> '127.0.0.1', '[::1]:8765' -> '::1'."""
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class BodyLimit:
+    """Refuse request bodies over a size limit with 413, by Content-Length or as they stream."""
+
+    def __init__(self, app: ASGIApp, default: int, by_path: dict[str, int]) -> None:
+        self.app = app
+        self.default = default
+        self.by_path = by_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.by_path.get(scope["path"], self.default)
+        what = f"request bodies on {scope['path']} are limited to {limit / 1e6:.2f} MB"
+        length = _header(scope, b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            await _reply(send, 413, f"the request is too large: {what}")
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise HTTPException(413, f"the request is too large: {what}")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+class HostOriginGuard:
+    """Refuse unexpected Host headers (DNS rebinding) and cross-site browser requests.
+
+    ``allowed_hosts`` None accepts any Host (a token guards a non-loopback bind).
+    A request with an ``Origin`` header passes only from the server's own origin
+    (the /docs page) or an origin in ``allowed_origins`` (``--cors-origin``).
+    """
+
+    def __init__(self, app: ASGIApp, allowed_hosts: set[str] | None, allowed_origins: set[str]) -> None:
+        self.app = app
+        self.allowed_hosts = allowed_hosts
+        self.allowed_origins = allowed_origins
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        host = _header(scope, b"host") or ""
+        if self.allowed_hosts is not None and _host_name(host).lower() not in self.allowed_hosts:
+            await _reply(
+                send, 400, f"unexpected Host header {host!r}; connect to the server by its bind address"
+            )
+            return
+        origin = _header(scope, b"origin")
+        if (
+            origin is not None
+            and origin not in self.allowed_origins
+            and origin
+            not in (
+                f"http://{host}",
+                f"https://{host}",
+            )
+        ):
+            await _reply(
+                send,
+                403,
+                "cross-site requests are refused; start the server with --cors-origin ORIGIN to allow one",
+            )
+            return
+        await self.app(scope, receive, send)

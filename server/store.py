@@ -1,0 +1,310 @@
+"""The job store: one SQLite database in WAL mode; every change is committed before it is announced."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
+STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    stage TEXT NOT NULL DEFAULT '',
+    progress REAL NOT NULL DEFAULT 0,
+    eta_seconds REAL,
+    message TEXT NOT NULL DEFAULT '',
+    error TEXT,
+    params TEXT NOT NULL,
+    artifacts TEXT NOT NULL DEFAULT '{}',
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    version INTEGER NOT NULL DEFAULT 1,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
+"""
+
+
+def utc_now() -> str:
+    """ISO 8601 UTC time with a Z suffix, e.g. 2026-11-30T12:00:00.123Z."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One finished file of a job."""
+
+    name: str
+    """File name as served, e.g. asset.glb."""
+    path: str
+    """Path relative to the job's work folder."""
+    size: int
+    """Bytes, measured when the job succeeded."""
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A job as stored; ``version`` grows by one on every committed change."""
+
+    id: str
+    kind: str
+    state: str
+    stage: str
+    progress: float
+    eta_seconds: float | None
+    message: str
+    error: str | None
+    params: dict[str, Any]
+    artifacts: tuple[Artifact, ...]
+    cancel_requested: bool
+    attempts: int
+    version: int
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    seq: int = field(default=0, compare=False)
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+
+def _record(row: sqlite3.Row) -> JobRecord:
+    arts = json.loads(row["artifacts"])
+    return JobRecord(
+        id=row["id"],
+        kind=row["kind"],
+        state=row["state"],
+        stage=row["stage"],
+        progress=row["progress"],
+        eta_seconds=row["eta_seconds"],
+        message=row["message"],
+        error=row["error"],
+        params=json.loads(row["params"]),
+        artifacts=tuple(Artifact(n, a["path"], a["size"]) for n, a in arts.items()),
+        cancel_requested=bool(row["cancel_requested"]),
+        attempts=row["attempts"],
+        version=row["version"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        seq=row["seq"],
+    )
+
+
+class JobStore:
+    """Thread-safe access to the jobs table; each thread gets its own connection.
+
+    Every method that changes a job commits (synchronous=FULL) before it returns, so
+    the caller may announce the change knowing it survives a crash.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+        conn = self._conn()
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.executescript(_SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their thread ends)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def _write(self, sql: str, args: tuple[Any, ...]) -> int:
+        return self._conn().execute(sql, args).rowcount
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> JobRecord | None:
+        row = self._conn().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else _record(row)
+
+    def list_jobs(self, state: str | None = None, limit: int = 50) -> list[JobRecord]:
+        """Jobs newest first, optionally of one state."""
+        if state is None:
+            rows = self._conn().execute("SELECT * FROM jobs ORDER BY seq DESC LIMIT ?", (limit,))
+        else:
+            rows = self._conn().execute(
+                "SELECT * FROM jobs WHERE state = ? ORDER BY seq DESC LIMIT ?", (state, limit)
+            )
+        return [_record(r) for r in rows.fetchall()]
+
+    def count(self, state: str) -> int:
+        return self._conn().execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (state,)).fetchone()[0]
+
+    # -- changes -------------------------------------------------------------------------------
+
+    def create(self, kind: str, params: dict[str, Any], job_id: str | None = None) -> JobRecord:
+        """Insert a queued job and return it."""
+        job_id = job_id or secrets.token_hex(16)
+        self._write(
+            "INSERT INTO jobs (id, kind, state, params, created_at) VALUES (?, ?, ?, ?, ?)",
+            (job_id, kind, QUEUED, json.dumps(params, sort_keys=True), utc_now()),
+        )
+        record = self.get(job_id)
+        assert record is not None
+        return record
+
+    def recover(self, max_attempts: int) -> list[tuple[JobRecord, str]]:
+        """Settle jobs left running by a server that stopped; return (job, what happened).
+
+        A job whose cancel was requested becomes cancelled; one already started
+        ``max_attempts`` times becomes failed (it may be what kills the server);
+        any other keeps running and is resumed from its checkpoints.
+        """
+        outcomes: list[tuple[JobRecord, str]] = []
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for row in conn.execute("SELECT * FROM jobs WHERE state = ? ORDER BY seq", (RUNNING,)).fetchall():
+                job = _record(row)
+                if job.cancel_requested:
+                    self._finish_in_tx(job.id, CANCELLED, "cancelled while the server was stopped", None, {})
+                    outcomes.append((job, "cancelled"))
+                elif job.attempts >= max_attempts:
+                    error = (
+                        f"the job was interrupted {job.attempts} times (the server stopped while it ran); "
+                        "it may be what stops the server: resubmit it with a smaller preset or output size"
+                    )
+                    self._finish_in_tx(job.id, FAILED, "interrupted too often", error, {})
+                    outcomes.append((job, "failed"))
+                else:
+                    conn.execute(
+                        "UPDATE jobs SET message = ?, eta_seconds = NULL, version = version + 1 WHERE id = ?",
+                        ("resuming after a server restart", job.id),
+                    )
+                    outcomes.append((job, "resume"))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return [(self.get(j.id) or j, what) for j, what in outcomes]
+
+    def claim_next(self) -> JobRecord | None:
+        """Move the next job to running and return it: interrupted running jobs first, then FIFO."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute(
+                "SELECT id FROM jobs WHERE state = ? AND cancel_requested = 0 ORDER BY seq LIMIT 1",
+                (RUNNING,),
+            ).fetchone()
+            if row is None:
+                row = conn.execute(
+                    "SELECT id FROM jobs WHERE state = ? ORDER BY seq LIMIT 1", (QUEUED,)
+                ).fetchone()
+            if row is None:
+                conn.execute("COMMIT")
+                return None
+            conn.execute(
+                "UPDATE jobs SET state = ?, attempts = attempts + 1, started_at = COALESCE(started_at, ?), "
+                "eta_seconds = NULL, message = CASE WHEN state = ? THEN message ELSE 'starting' END, "
+                "version = version + 1 WHERE id = ?",
+                (RUNNING, utc_now(), RUNNING, row["id"]),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return self.get(row["id"])
+
+    def update_progress(
+        self, job_id: str, stage: str, progress: float, message: str, eta_seconds: float | None
+    ) -> bool:
+        """Record progress of a running job; False when it is not running any more."""
+        return (
+            self._write(
+                "UPDATE jobs SET stage = ?, progress = ?, message = ?, eta_seconds = ?, "
+                "version = version + 1 WHERE id = ? AND state = ?",
+                (stage, progress, message, eta_seconds, job_id, RUNNING),
+            )
+            == 1
+        )
+
+    def _finish_in_tx(
+        self, job_id: str, state: str, message: str, error: str | None, artifacts: dict[str, dict[str, Any]]
+    ) -> int:
+        progress_sql = "1.0" if state == SUCCEEDED else "progress"
+        return self._write(
+            f"UPDATE jobs SET state = ?, message = ?, error = ?, artifacts = ?, progress = {progress_sql}, "
+            "eta_seconds = NULL, finished_at = ?, version = version + 1 WHERE id = ? AND state IN (?, ?)",
+            (state, message, error, json.dumps(artifacts), utc_now(), job_id, QUEUED, RUNNING),
+        )
+
+    def finish(
+        self,
+        job_id: str,
+        state: str,
+        message: str = "",
+        error: str | None = None,
+        artifacts: list[Artifact] | None = None,
+    ) -> bool:
+        """Move an active job to a terminal state; False when it was already finished."""
+        assert state in TERMINAL
+        arts = {a.name: {"path": a.path, "size": a.size} for a in artifacts or []}
+        return self._finish_in_tx(job_id, state, message, error, arts) == 1
+
+    def request_cancel(self, job_id: str) -> JobRecord | None:
+        """Cancel a queued job at once, flag a running one for its worker; finished jobs are unchanged."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "UPDATE jobs SET state = ?, message = 'cancelled before it started', finished_at = ?, "
+                "version = version + 1 WHERE id = ? AND state = ?",
+                (CANCELLED, utc_now(), job_id, QUEUED),
+            )
+            conn.execute(
+                "UPDATE jobs SET cancel_requested = 1, message = 'cancelling', version = version + 1 "
+                "WHERE id = ? AND state = ? AND cancel_requested = 0",
+                (job_id, RUNNING),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return self.get(job_id)
+
+    def delete(self, job_id: str) -> bool:
+        """Remove a finished job's row; False when it is unknown or still active."""
+        placeholders = ", ".join("?" for _ in TERMINAL)
+        return (
+            self._write(f"DELETE FROM jobs WHERE id = ? AND state IN ({placeholders})", (job_id, *TERMINAL))
+            == 1
+        )
+
+    def release(self, job_id: str) -> None:
+        """A job stopped by a clean server shutdown: it resumes next start without costing an attempt."""
+        self._write(
+            "UPDATE jobs SET attempts = MAX(attempts - 1, 0), eta_seconds = NULL, "
+            "message = 'paused by a server shutdown; resumes on the next start', version = version + 1 "
+            "WHERE id = ? AND state = ?",
+            (job_id, RUNNING),
+        )

@@ -1,0 +1,341 @@
+"""The supervisor: a thread in the server process that feeds jobs to the worker process one at a time.
+
+It owns the worker's life: starts it (spawn), restarts it after a crash, kills it when a
+cancelled job does not stop in time. Every job transition is committed to the store
+first, then announced (``publish``) and logged as one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import re
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from server.config import ServerConfig
+from server.engines import PHOTO_KIND
+from server.store import CANCELLED, FAILED, RUNNING, SUCCEEDED, Artifact, JobRecord, JobStore
+from server.worker import worker_main
+
+log = logging.getLogger("kiln.server")
+
+ARTIFACT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""Names an engine may give its artifacts: no separators, no leading dot."""
+POLL_S = 0.05
+"""How often the supervisor looks at the worker pipe while a job runs."""
+
+
+def job_dir(data_dir: Path, job_id: str) -> Path:
+    """The work folder of one job."""
+    return data_dir / "jobs" / job_id
+
+
+def engine_params(job: JobRecord, work_dir: Path, config: ServerConfig) -> dict[str, Any]:
+    """The params an engine sees: the stored request plus server-side paths and model settings."""
+    params = dict(job.params)
+    if "photo_path" in params:
+        params["photo_path"] = str(work_dir / params["photo_path"])
+    if job.kind == "text_to_3d" and config.text_to_3d_model:
+        params["model"] = config.text_to_3d_model
+    if job.kind in ("avatar", PHOTO_KIND) and config.avatar_weights:
+        params["weights"] = config.avatar_weights
+    return params
+
+
+def collect_artifacts(result: dict[str, str], work_dir: Path) -> list[Artifact]:
+    """Check what an engine returned: plain names, existing files inside the job folder.
+
+    Raises:
+        ValueError: with the reason, when any entry breaks those rules.
+    """
+    root = work_dir.resolve()
+    artifacts = []
+    for name, raw in sorted(result.items()):
+        if not ARTIFACT_NAME.fullmatch(name):
+            raise ValueError(f"the engine returned an artifact with an unsafe name {name!r}")
+        path = Path(raw)
+        path = (path if path.is_absolute() else work_dir / path).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
+            raise ValueError(f"the engine's artifact {name} is not a file inside the job folder: {raw}")
+        artifacts.append(Artifact(name, path.relative_to(root).as_posix(), path.stat().st_size))
+    return artifacts
+
+
+def crash_reason(exitcode: int | None, stage: str) -> str:
+    """Why a worker died, in words a person can act on."""
+    where = f" during stage {stage!r}" if stage else ""
+    if exitcode is not None and exitcode < 0:
+        try:
+            how = f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            how = f"killed by signal {-exitcode}"
+        if exitcode == -signal.SIGKILL:
+            how += " (often the system running out of memory)"
+    else:
+        how = f"exited with code {exitcode}"
+    return (
+        f"the worker process {how}{where}; the worker was restarted. Resubmit the job; if it happens "
+        "again, use a smaller preset or output size and check the server log"
+    )
+
+
+class Supervisor:
+    """Runs queued jobs in a worker process, one at a time, and records every transition."""
+
+    def __init__(self, store: JobStore, config: ServerConfig, publish: Callable[[str], None]) -> None:
+        self.store = store
+        self.config = config
+        self.publish = publish
+        self.device: dict[str, Any] = {"device": "starting", "device_name": "", "device_warning": None}
+        self.current_job: str | None = None
+        self._ctx = multiprocessing.get_context("spawn")
+        self._cancel_event = self._ctx.Event()
+        self._proc: Any = None
+        self._conn: Any = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._cancels: set[str] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    # -- control (any thread) ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Settle jobs left by a previous run, start the worker and the supervising thread."""
+        for job, what in self.store.recover(self.config.max_attempts):
+            log.info("job %s (%s): found running after a restart -> %s", job.id, job.kind, what)
+            self.publish(job.id)
+        self._spawn_worker()
+        self._thread = threading.Thread(target=self._loop, name="kiln-supervisor", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop taking jobs and end the worker; a running job stays running and resumes next start."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._kill_worker(graceful=True)
+
+    def wake(self) -> None:
+        """A job was queued: look now instead of at the next idle poll."""
+        self._wake.set()
+
+    def cancel(self, job_id: str) -> None:
+        """Ask the running job to stop (the store already has the request committed)."""
+        with self._lock:
+            self._cancels.add(job_id)
+        self._wake.set()
+
+    @property
+    def worker_pid(self) -> int | None:
+        proc = self._proc
+        return proc.pid if proc is not None and proc.is_alive() else None
+
+    # -- worker process ------------------------------------------------------------------------
+
+    def _spawn_worker(self) -> None:
+        parent_conn, child_conn = self._ctx.Pipe()
+        proc = self._ctx.Process(
+            target=worker_main,
+            args=(child_conn, self._cancel_event, self.config.extra_engines, os.getpid()),
+            name="kiln-worker",
+            daemon=True,
+        )
+        proc.start()
+        child_conn.close()
+        self._proc, self._conn = proc, parent_conn
+        log.info("worker process %d started", proc.pid)
+
+    def _kill_worker(self, graceful: bool = False) -> int | None:
+        proc, conn = self._proc, self._conn
+        self._proc = self._conn = None
+        if conn is not None:
+            conn.close()  # a worker waiting for work exits on EOF
+        if proc is None:
+            return None
+        if graceful:
+            proc.join(1.0)
+        if proc.is_alive():
+            proc.kill()
+        proc.join(5.0)
+        return proc.exitcode
+
+    def _ensure_worker(self) -> None:
+        if self._proc is None or not self._proc.is_alive():
+            if self._proc is not None:
+                log.warning(
+                    "worker process %d exited with code %s; restarting it",
+                    self._proc.pid,
+                    self._proc.exitcode,
+                )
+                self._kill_worker()
+            self._spawn_worker()
+
+    def _on_hello(self, info: dict[str, Any]) -> None:
+        self.device = info
+        if info.get("device_warning"):
+            log.warning("worker %s on %s: %s", info.get("pid"), info["device"], info["device_warning"])
+        else:
+            log.info("worker %s on %s %s", info.get("pid"), info["device"], info.get("device_name", ""))
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._ensure_worker()
+                job = self.store.claim_next()
+                if job is None:
+                    self._idle()
+                    continue
+                resumed = job.attempts > 1
+                log.info(
+                    "job %s (%s): %s -> running%s",
+                    job.id,
+                    job.kind,
+                    "running" if resumed else "queued",
+                    f" (attempt {job.attempts}, resuming from checkpoints)" if resumed else "",
+                )
+                self.publish(job.id)
+                self._run(job)
+            except Exception:  # the supervisor must outlive any single bad job
+                log.exception("supervisor error; retrying in 1 s")
+                time.sleep(1.0)
+        self.current_job = None
+
+    def _idle(self) -> None:
+        # Read the worker's hello while no job runs, then sleep until woken.
+        conn = self._conn
+        with contextlib.suppress(EOFError, OSError):
+            while conn is not None and conn.poll(0):
+                msg = conn.recv()
+                if msg[0] == "hello":
+                    self._on_hello(msg[1])
+        self._wake.wait(0.5)
+        self._wake.clear()
+
+    def _cancel_wanted(self, job_id: str) -> bool:
+        with self._lock:
+            return job_id in self._cancels
+
+    def _run(self, job: JobRecord) -> None:
+        work_dir = job_dir(self.config.data_dir, job.id)
+        self._cancel_event.clear()
+        self.current_job = job.id
+        t0, p0 = time.monotonic(), job.progress
+        state = {"stage": job.stage}
+        kill_at: float | None = None
+        params = engine_params(job, work_dir, self.config)
+        with contextlib.suppress(OSError, ValueError):  # a dead worker is found below as a crash
+            self._conn.send(("run", job.id, job.kind, params, str(work_dir)))
+        while True:
+            if self._stop.is_set():
+                self.store.release(job.id)
+                log.info("job %s (%s): left running for the next server start", job.id, job.kind)
+                return
+            now = time.monotonic()
+            if kill_at is None and self._cancel_wanted(job.id):
+                self._cancel_event.set()
+                kill_at = now + self.config.cancel_grace_s
+            if kill_at is not None and now >= kill_at:
+                self._kill_worker()
+                self._finish(
+                    job,
+                    CANCELLED,
+                    t0,
+                    message=(
+                        f"cancelled; the engine did not stop within {self.config.cancel_grace_s:g} s, "
+                        "so its worker was restarted"
+                    ),
+                )
+                return
+            try:
+                if self._conn.poll(POLL_S):
+                    msg = self._conn.recv()
+                elif not self._proc.is_alive():
+                    raise EOFError
+                else:
+                    continue
+            except (EOFError, OSError):
+                exitcode = self._kill_worker()
+                if kill_at is not None:
+                    self._finish(job, CANCELLED, t0, message="cancelled; the worker stopped")
+                else:
+                    self._finish(
+                        job,
+                        FAILED,
+                        t0,
+                        error=crash_reason(exitcode, state["stage"]),
+                        message="worker crashed",
+                    )
+                return
+            if self._handle(job, msg, work_dir, t0, p0, state):
+                return
+
+    def _handle(
+        self, job: JobRecord, msg: tuple, work_dir: Path, t0: float, p0: float, state: dict[str, str]
+    ) -> bool:
+        """Apply one worker message; True when the job is finished."""
+        kind = msg[0]
+        if kind == "hello":
+            self._on_hello(msg[1])
+            return False
+        if msg[1] != job.id:
+            return False  # a straggler from an earlier job
+        if kind == "progress":
+            _, _, stage, fraction, message = msg
+            state["stage"] = stage
+            elapsed, gained = time.monotonic() - t0, fraction - p0
+            eta = elapsed * (1.0 - fraction) / gained if gained >= 0.02 and elapsed >= 0.5 else None
+            if self.store.update_progress(job.id, stage, fraction, message, eta):
+                self.publish(job.id)
+            return False
+        if kind == "done":
+            try:
+                artifacts = collect_artifacts(msg[2], work_dir)
+            except ValueError as exc:
+                self._finish(job, FAILED, t0, error=f"{exc}; this is a bug in the engine, please report it")
+                return True
+            self._finish(job, SUCCEEDED, t0, message="done", artifacts=artifacts)
+            if not any(a.path.startswith("checkpoints/") for a in artifacts):
+                shutil.rmtree(work_dir / "checkpoints", ignore_errors=True)  # resume data, no longer needed
+            return True
+        if kind == "cancelled":
+            self._finish(job, CANCELLED, t0, message="cancelled")
+            return True
+        if kind == "failed":
+            self._finish(job, FAILED, t0, error=msg[2], message="failed")
+            return True
+        log.warning("job %s: unknown worker message %r ignored", job.id, kind)
+        return False
+
+    def _finish(
+        self,
+        job: JobRecord,
+        state: str,
+        t0: float,
+        message: str = "",
+        error: str | None = None,
+        artifacts: list[Artifact] | None = None,
+    ) -> None:
+        with self._lock:
+            self._cancels.discard(job.id)
+        self.current_job = None
+        if not self.store.finish(job.id, state, message=message, error=error, artifacts=artifacts):
+            return
+        took = time.monotonic() - t0
+        detail = f" ({', '.join(a.name for a in artifacts)})" if artifacts else ""
+        if error:
+            detail = f": {error}"
+        log_fn = log.warning if state == FAILED else log.info
+        log_fn("job %s (%s): %s -> %s after %.1f s%s", job.id, job.kind, RUNNING, state, took, detail)
+        self.publish(job.id)

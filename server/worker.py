@@ -1,0 +1,135 @@
+"""The worker process: runs one job at a time through core.pipelines.jobs.run_job.
+
+It is started with the ``spawn`` method (torch is loaded here, never in the server
+process) and talks to the supervisor over a Pipe:
+
+- supervisor -> worker: ``("run", job_id, kind, params, work_dir)``
+- worker -> supervisor: ``("hello", info)``, ``("progress", job_id, stage, fraction, message)``,
+  ``("done", job_id, {name: path})``, ``("cancelled", job_id)``, ``("failed", job_id, reason)``
+
+Cancellation is a shared Event read by the job's Reporter, so a job stops at its
+next progress report; the supervisor kills the process if that takes too long.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+PARENT_POLL_S = 0.25
+"""How often the worker checks that the server process is still alive."""
+PROGRESS_INTERVAL_S = 0.1
+"""Least time between progress messages; cancellation is still checked on every report."""
+LOCK_TIMEOUT_S = 60.0
+"""How long to wait for a job folder held by an orphaned worker before failing the job."""
+
+log = logging.getLogger("kiln.worker")
+
+
+def detect_device() -> dict[str, Any]:
+    """CUDA when torch sees a GPU, else CPU with a warning a person can act on."""
+    try:
+        import torch
+    except ImportError:
+        return {
+            "device": "cpu",
+            "device_name": "",
+            "device_warning": "torch is not installed in the server's environment: "
+            "pip install -r requirements.txt; jobs that need it will fail",
+        }
+    if torch.cuda.is_available():
+        return {"device": "cuda", "device_name": torch.cuda.get_device_name(0), "device_warning": None}
+    return {
+        "device": "cpu",
+        "device_name": "",
+        "device_warning": "no CUDA GPU found: jobs run on the CPU and take minutes instead of seconds; "
+        "install a CUDA build of torch on a machine with an NVIDIA GPU for speed",
+    }
+
+
+def _watch_parent(parent_pid: int) -> None:
+    # A worker orphaned by kill -9 of the server must not keep writing into a job
+    # folder that the restarted server's new worker resumes from.
+    while True:
+        if os.getppid() != parent_pid:
+            os._exit(70)
+        time.sleep(PARENT_POLL_S)
+
+
+@contextmanager
+def _job_lock(work_dir: Path):
+    """Hold an exclusive lock on the job folder (POSIX), so two workers never share one."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows: the parent watchdog alone keeps workers apart
+        yield
+        return
+    with open(work_dir / ".lock", "w") as fh:
+        deadline = time.monotonic() + LOCK_TIMEOUT_S
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    from core.pipelines.jobs import JobError
+
+                    raise JobError(
+                        f"another process still holds the job folder {work_dir}; stop any stray "
+                        "kiln worker processes and resubmit the job"
+                    ) from None
+                time.sleep(0.1)
+        yield
+
+
+def _reason(exc: BaseException, kind: str) -> str:
+    if isinstance(exc, MemoryError):
+        return f"the {kind} engine ran out of memory; resubmit with a smaller preset or output resolution"
+    return f"the {kind} engine failed with {type(exc).__name__}: {exc}; see the server log for the traceback"
+
+
+def worker_main(conn: Any, cancel_event: Any, extra_engines: dict[str, str], parent_pid: int) -> None:
+    """Entry point of the worker process (``multiprocessing`` target)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s worker: %(message)s")
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="watch-parent").start()
+
+    # 1. Device and engine table; extra kinds go into the one table run_job reads.
+    conn.send(("hello", {"pid": os.getpid(), **detect_device()}))
+    from core.pipelines import jobs
+    from core.progress import Cancelled, Reporter
+
+    jobs.ENGINES.update(extra_engines)
+
+    # 2. Run jobs until the supervisor closes the pipe.
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg[0] != "run":
+            continue
+        _, job_id, kind, params, work_dir = msg
+        work_dir = Path(work_dir)
+
+        def report(event, job_id=job_id):
+            conn.send(("progress", job_id, event.stage, float(event.fraction), event.message))
+
+        reporter = Reporter(report, cancel_event.is_set, min_interval=PROGRESS_INTERVAL_S)
+        try:
+            with _job_lock(work_dir):
+                result = jobs.run_job(kind, params, work_dir, reporter)
+            conn.send(("done", job_id, {str(k): str(v) for k, v in result.items()}))
+        except Cancelled:
+            conn.send(("cancelled", job_id))
+        except jobs.JobError as exc:
+            conn.send(("failed", job_id, str(exc)))
+        except Exception as exc:  # any engine bug fails the job, never the worker
+            log.error("job %s (%s) raised:\n%s", job_id, kind, traceback.format_exc())
+            conn.send(("failed", job_id, _reason(exc, kind)))
