@@ -1,0 +1,104 @@
+"""The procedural avatar engine: valid SDFs, every attribute visible, determinism."""
+
+import numpy as np
+import pytest
+
+from core.avatar.attributes import VOCAB, AttributeValueError, AvatarAttributes, sample_attributes
+from core.avatar.engine import HALF_EXTENT, AvatarField
+
+# A base avatar where every attribute shows: hair under a cap, glasses, facial hair.
+BASE = AvatarAttributes(
+    hair_style="short", headwear="cap", glasses="round", beard="goatee", moustache="moustache"
+)
+
+
+def _points(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-HALF_EXTENT, HALF_EXTENT, (n, 3)).astype(np.float32)
+
+
+def test_sign_inside_and_outside():
+    f = AvatarField(BASE)
+    # head centre and chest are inside; the cube's corners and a point above the head are outside
+    inside = np.array([[0, 0, 0.1], [0, 0, -0.25]], np.float32)
+    outside = np.array([[0.31, 0.31, 0.31], [-0.31, -0.31, 0.31], [0, 0, 0.31]], np.float32)
+    assert (f.value(inside) < 0).all()
+    assert (f.value(outside) > 0).all()
+
+
+def test_surface_closes_inside_the_box():
+    # Marching cubes needs the whole surface strictly inside the bounding cube.
+    rng = np.random.default_rng(1)
+    u = rng.uniform(-HALF_EXTENT, HALF_EXTENT, (2000, 2))
+    faces = np.concatenate(
+        [np.insert(u, k, s, axis=1) for k in range(3) for s in (-HALF_EXTENT, HALF_EXTENT)]
+    )
+    for seed in range(6):
+        f = AvatarField(sample_attributes(np.random.default_rng(seed)), seed)
+        assert f.value(faces.astype(np.float32)).min() > 0
+
+
+def test_gradient_norm_near_one_at_the_surface():
+    # A true SDF has |grad| = 1. Our parts are exact or first-order bounds (ellipsoids,
+    # smooth unions), so near the surface the norm stays close to 1; measured here:
+    # median 0.9998, 5th percentile 0.80-0.85, 96.7-99.9 % inside [0.6, 1.3] (the rest sit
+    # on creases where a finite difference straddles two parts).
+    for seed in range(3):
+        f = AvatarField(sample_attributes(np.random.default_rng(seed)), seed)
+        p = _points(100_000, seed)
+        near = p[np.abs(f.value(p)) < 0.01][:3000]
+        e = 1e-3
+        grad = np.stack(
+            [(f.value(near + d) - f.value(near - d)) / (2 * e) for d in np.eye(3, dtype=np.float32) * e], 1
+        )
+        norm = np.linalg.norm(grad, axis=1)
+        assert abs(np.median(norm) - 1) < 0.02
+        assert np.mean((norm > 0.6) & (norm < 1.3)) > 0.95
+
+
+@pytest.mark.parametrize("name", list(VOCAB))
+def test_every_attribute_value_changes_shape_or_colour(name):
+    p = _points(60_000, 3)
+    base_vals = {}
+    for value in VOCAB[name]:
+        f = AvatarField(BASE.replace(**{name: value}), seed=0)
+        v = f.value(p)
+        shell = p[np.abs(v) < 0.004]  # points on this avatar's surface
+        base_vals[value] = (v < 0, f, shell)
+    values = list(VOCAB[name])
+    for a in values:
+        for b in values:
+            if a >= b:
+                continue
+            occ_a, fa, shell_a = base_vals[a]
+            occ_b, fb, _ = base_vals[b]
+            shape_change = int((occ_a != occ_b).sum())
+            colour_change = float(np.abs(fa.albedo(shell_a) - fb.albedo(shell_a)).max())
+            assert shape_change > 20 or colour_change > 0.05, f"{name}: {a!r} vs {b!r} look the same"
+
+
+def test_seed_jitters_but_is_deterministic():
+    p = _points(20_000)
+    a = AvatarField(BASE, seed=5).value(p)
+    assert np.array_equal(a, AvatarField(BASE, seed=5).value(p))
+    assert not np.array_equal(a, AvatarField(BASE, seed=6).value(p))
+
+
+def test_empty_query_and_bad_attributes():
+    f = AvatarField(BASE)
+    assert f.value(np.zeros((0, 3), np.float32)).shape == (0,)
+    assert f.albedo(np.zeros((0, 3), np.float32)).shape == (0, 3)
+    with pytest.raises(AttributeValueError, match="use one of"):
+        AvatarAttributes(hair_style="mullet")
+    with pytest.raises(AttributeValueError, match="known attributes"):
+        sample_attributes(np.random.default_rng(0), {"tail": "long"})
+
+
+def test_sampling_covers_the_vocabulary():
+    rng = np.random.default_rng(0)
+    seen = {k: set() for k in VOCAB}
+    for _ in range(3000):
+        for k, v in sample_attributes(rng).to_dict().items():
+            seen[k].add(v)
+    assert seen == {k: set(v) for k, v in VOCAB.items()}
+    fixed = sample_attributes(rng, {"hair_style": "bun", "glasses": "square"})
+    assert (fixed.hair_style, fixed.glasses) == ("bun", "square")
