@@ -143,7 +143,7 @@ def run_slow_job(params: dict[str, Any], work_dir: Path, reporter: Reporter) -> 
             raise JobError("the test engine was asked to fail; remove __fail__ from the prompt")
         if "__error__" in prompt:
             raise ZeroDivisionError("a deliberate engine bug")
-        _sleep(step_s, reporter, stubborn)
+        _sleep(60.0 if stubborn else step_s, reporter, stubborn)
         state["radius"] += 0.5 * (RADIUS_TARGET - state["radius"])
         state["log"].append({"step": step, "pid": os.getpid()})
         state["step"] = step + 1

@@ -1,0 +1,54 @@
+"""Failure paths: worker crash, engine errors, a job that ignores cancel; the server keeps serving."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.server.harness import ServerProcess, finished, wait_for
+
+
+def test_worker_crash_fails_job_and_restarts_worker(
+    client: httpx.Client, shared_server: ServerProcess
+) -> None:
+    before = client.get("/v1/info").json()["worker_pid"]
+    job = client.post("/v1/jobs", json={"kind": "slow", "prompt": "__crash__"}).json()
+    job = wait_for(client, job["id"], finished, 60)
+    assert job["state"] == "failed" and job["artifacts"] == []
+    # The reason names the signal, the stage, and what to do.
+    assert "killed by SIGKILL" in job["error"] and "'optimise'" in job["error"], job["error"]
+    assert "worker was restarted" in job["error"] and "Resubmit" in job["error"]
+    # A new worker takes the next job.
+    nxt = wait_for(client, client.post("/v1/jobs", json={"kind": "fast"}).json()["id"], finished)
+    assert nxt["state"] == "succeeded"
+    after = client.get("/v1/info").json()["worker_pid"]
+    assert after is not None and after != before
+    assert f"job {job['id']} (slow): running -> failed" in shared_server.log()
+
+
+def test_engine_job_error_is_the_reason(client: httpx.Client) -> None:
+    job = client.post("/v1/jobs", json={"kind": "slow", "prompt": "please __fail__"}).json()
+    job = wait_for(client, job["id"], finished, 60)
+    assert job["state"] == "failed"
+    assert job["error"] == "the test engine was asked to fail; remove __fail__ from the prompt"
+
+
+def test_engine_bug_fails_job_not_worker(client: httpx.Client) -> None:
+    pid = client.get("/v1/info").json()["worker_pid"]
+    job = client.post("/v1/jobs", json={"kind": "slow", "prompt": "__error__"}).json()
+    job = wait_for(client, job["id"], finished, 60)
+    assert job["state"] == "failed"
+    assert "ZeroDivisionError: a deliberate engine bug" in job["error"] and "server log" in job["error"]
+    assert client.get("/v1/info").json()["worker_pid"] == pid  # same worker, still alive
+
+
+def test_cancel_falls_back_to_kill(client: httpx.Client, shared_server: ServerProcess) -> None:
+    # The shared server has --cancel-grace 1.5; this engine never checks for cancellation.
+    job = client.post("/v1/jobs", json={"kind": "slow", "prompt": "__stubborn__"}).json()
+    wait_for(client, job["id"], lambda j: j["message"].startswith("step"), 60)
+    pid = client.get("/v1/info").json()["worker_pid"]
+    client.post(f"/v1/jobs/{job['id']}/cancel")
+    job = wait_for(client, job["id"], finished, 20)
+    assert job["state"] == "cancelled" and "did not stop within 1.5 s" in job["message"]
+    nxt = wait_for(client, client.post("/v1/jobs", json={"kind": "fast"}).json()["id"], finished)
+    assert nxt["state"] == "succeeded"
+    assert client.get("/v1/info").json()["worker_pid"] != pid

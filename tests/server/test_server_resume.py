@@ -1,0 +1,101 @@
+"""Crash safety: kill -9 of the server mid-job, restart, resume from the checkpoint; clean stops."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from tests.server.harness import SLOW, finished, pid_alive, wait_for
+
+SLOW_ENV = {"KILN_SLOW_STEPS": "8", "KILN_SLOW_STEP_S": "0.4"}
+REQUEST = {"kind": "slow", "prompt": "resume me", "output": {"turntable_frames": 6}}
+
+
+def test_kill9_mid_run_resumes_from_checkpoint(server_factory) -> None:
+    server = server_factory(["--engine", SLOW], SLOW_ENV).start()
+    with server.client() as c:
+        running = c.post("/v1/jobs", json=REQUEST).json()
+        queued = c.post("/v1/jobs", json=REQUEST).json()
+        # Wait until step 4/8 has begun: steps 0..2 are checkpointed.
+        job = wait_for(c, running["id"], lambda j: j["message"].startswith(("step 4/", "step 5/")), 60)
+        old_worker = c.get("/v1/info").json()["worker_pid"]
+    server.kill9()
+
+    # The orphaned worker notices its parent died and exits on its own.
+    deadline = time.monotonic() + 5
+    while pid_alive(old_worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(old_worker)
+
+    server.start()
+    with server.client() as c:
+        after = c.get(f"/v1/jobs/{running['id']}").json()
+        # Still running (resumed, not restarted from zero), and never lists half files.
+        assert after["state"] == "running" and after["artifacts"] == []
+        assert c.get(f"/v1/jobs/{running['id']}/artifacts/asset.glb").status_code == 409
+        done = wait_for(c, running["id"], finished, 90)
+        other = wait_for(c, queued["id"], finished, 90)
+        assert done["state"] == other["state"] == "succeeded", (done, other)
+
+        # Exactly the two jobs, each once.
+        ids = [j["id"] for j in c.get("/v1/jobs", params={"limit": 500}).json()["jobs"]]
+        assert sorted(ids) == sorted([running["id"], queued["id"]])
+
+        # The engine's log: each step ran exactly once; the first process did at least the
+        # 3 checkpointed steps, a second process did the rest (a resume, not a restart).
+        record = c.get(f"/v1/jobs/{running['id']}/artifacts/attributes.json").json()
+        steps = record["steps"]
+        assert [s["step"] for s in steps] == list(range(8))
+        pids = list(dict.fromkeys(s["pid"] for s in steps))
+        assert len(pids) == 2, pids
+        first_run = sum(s["pid"] == pids[0] for s in steps)
+        assert 3 <= first_run < 8, first_run
+        assert pids[0] == old_worker
+        # The job that had not started ran once, in one process.
+        other_steps = c.get(f"/v1/jobs/{queued['id']}/artifacts/attributes.json").json()["steps"]
+        assert [s["step"] for s in other_steps] == list(range(8))
+        assert len({s["pid"] for s in other_steps}) == 1
+        # Checkpoints are gone once the job succeeded; the GLB is whole.
+        assert not (server.data_dir / "jobs" / running["id"] / "checkpoints").exists()
+        glb = c.get(f"/v1/jobs/{running['id']}/artifacts/asset.glb").content
+        assert int.from_bytes(glb[8:12], "little") == len(glb)
+    assert "resuming from checkpoints" in server.log()
+    assert job["progress"] > 0
+
+
+def test_clean_stop_pauses_and_resumes_without_losing_an_attempt(server_factory) -> None:
+    server = server_factory(["--engine", SLOW], SLOW_ENV).start()
+    with server.client() as c:
+        job = c.post("/v1/jobs", json=REQUEST).json()
+        wait_for(c, job["id"], lambda j: j["message"].startswith("step 3/"), 60)
+    server.stop()  # SIGTERM: uvicorn shuts down, the supervisor releases the job
+    server.start()
+    with server.client() as c:
+        done = wait_for(c, job["id"], finished, 90)
+        assert done["state"] == "succeeded"
+        steps = c.get(f"/v1/jobs/{job['id']}/artifacts/attributes.json").json()["steps"]
+        assert [s["step"] for s in steps] == list(range(8))
+        assert len({s["pid"] for s in steps}) == 2
+    # attempts: 1 (first start) - 1 (released on clean stop) + 1 (resume) = 1 in the store.
+    import sqlite3
+
+    with sqlite3.connect(server.data_dir / "jobs.sqlite3") as db:
+        assert db.execute("SELECT attempts FROM jobs WHERE id = ?", (job["id"],)).fetchone() == (1,)
+
+
+def test_job_interrupted_too_often_fails_with_reason(server_factory) -> None:
+    server = server_factory(["--engine", SLOW], SLOW_ENV).start()
+    with server.client() as c:
+        job = c.post("/v1/jobs", json=REQUEST).json()
+    # Three hard kills while it runs: the third restart gives up on it instead of looping.
+    for _ in range(3):
+        with server.client() as c:
+            # A progress report from this start's worker (recovery alone does not count a start).
+            wait_for(c, job["id"], lambda j: j["message"].startswith(("step", "resumed")), 60)
+        server.kill9()
+        server.start()
+    with server.client() as c:
+        final = c.get(f"/v1/jobs/{job['id']}").json()
+    assert final["state"] == "failed", final
+    assert "interrupted 3 times" in final["error"] and "smaller preset" in final["error"]
+    assert json.loads(json.dumps(final))["artifacts"] == []
