@@ -276,7 +276,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         await run_in_threadpool(write)
         params["photo_path"] = rel
         params["photo"] = {
-            "filename": (photo.filename or "")[:200],
+            "filename": (photo.filename or "")[:200].encode("utf-8", "replace").decode("utf-8"),
             "format": checked.format,
             "width": checked.width,
             "height": checked.height,
@@ -394,6 +394,16 @@ def create_app(config: ServerConfig) -> FastAPI:
         description="Local job server: text and photos to textured 3D assets and avatars. See docs/API.md.",
         lifespan=lifespan,
     )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        # Only loc/msg/type (docs/API.md), without FastAPI's echo of the input: an echoed
+        # unpaired surrogate would not encode, and a huge input need not travel back.
+        detail = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            for e in exc.errors()
+        ]
+        return Response(json.dumps({"detail": detail}), status_code=422, media_type="application/json")
 
     @app.get("/v1/health", response_model=Health, tags=["service"])
     async def health() -> dict[str, str]:
