@@ -1,0 +1,145 @@
+"""Bring a generated GLB into the scene: Kiln collection, 3D cursor, packed textures, provenance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import bpy
+
+COLLECTION_NAME = "Kiln"
+# Custom properties kept on the imported object so an artist can regenerate or vary it.
+PROP_PREFIX = "kiln_"
+
+
+def object_name_from_prompt(prompt: str, max_len: int = 48) -> str:
+    """``"  a woman with a  red bob "`` -> ``"a woman with a red bob"`` (trimmed to ``max_len``)."""
+    name = " ".join(prompt.split())
+    if len(name) > max_len:
+        name = name[: max_len - 1].rstrip() + "…"
+    return name or "Kiln Asset"
+
+
+def kiln_collection(scene: bpy.types.Scene) -> bpy.types.Collection:
+    """The scene's ``Kiln`` collection, created and linked under the scene collection if missing."""
+    coll = bpy.data.collections.get(COLLECTION_NAME)
+    if coll is None:
+        coll = bpy.data.collections.new(COLLECTION_NAME)
+    if coll.name not in scene.collection.children:
+        scene.collection.children.link(coll)
+    return coll
+
+
+def _snapshot() -> dict[str, set[Any]]:
+    return {
+        "objects": set(bpy.data.objects),
+        "meshes": set(bpy.data.meshes),
+        "materials": set(bpy.data.materials),
+        "images": set(bpy.data.images),
+        "textures": set(bpy.data.textures),
+        "actions": set(bpy.data.actions),
+        "collections": set(bpy.data.collections),
+    }
+
+
+def _remove_new(before: dict[str, set[Any]]) -> None:
+    """Delete every datablock created since ``before`` (undo a failed import)."""
+    for attr in ("objects", "meshes", "materials", "images", "textures", "actions", "collections"):
+        data = getattr(bpy.data, attr)
+        for block in set(data) - before[attr]:
+            data.remove(block)
+
+
+def material_images(obj: bpy.types.Object) -> list[bpy.types.Image]:
+    """Images used by the image-texture nodes of the object's materials."""
+    images = []
+    for slot in getattr(obj, "material_slots", ()):
+        mat = slot.material
+        if mat is None or not mat.use_nodes:
+            continue
+        for node in mat.node_tree.nodes:
+            if node.type == "TEX_IMAGE" and node.image is not None and node.image not in images:
+                images.append(node.image)
+    return images
+
+
+def import_glb(
+    context: bpy.types.Context,
+    path: Path,
+    prompt: str,
+    properties: dict[str, Any] | None = None,
+    location: tuple[float, float, float] | None = None,
+) -> bpy.types.Object:
+    """Import ``path`` and return its root object.
+
+    Steps:
+        1. Check the file is a GLB, then run Blender's glTF importer.
+        2. Move what it made into the ``Kiln`` collection; several roots get one empty parent.
+        3. Name the root from the prompt, place it at ``location`` (default: the 3D cursor).
+        4. Pack the textures into the .blend, keep prompt/seed/job id as custom properties.
+
+    On any failure everything the import created is removed again, then the error is raised.
+    """
+    path = Path(path)
+    # 1. Check and import.
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic != b"glTF":
+        raise ValueError(f"{path} is not a GLB file (starts with {magic!r}); the download may be damaged")
+    scene = context.scene
+    before = _snapshot()
+    try:
+        result = bpy.ops.import_scene.gltf(filepath=str(path))
+        if "FINISHED" not in result:
+            raise RuntimeError(f"Blender's glTF importer could not read {path}")
+        new_objects = [o for o in bpy.data.objects if o not in before["objects"]]
+        if not new_objects:
+            raise RuntimeError(f"{path} holds no objects")
+
+        # 2. Collect into the Kiln collection.
+        coll = kiln_collection(scene)
+        for obj in new_objects:
+            for users in list(obj.users_collection):
+                users.objects.unlink(obj)
+            coll.objects.link(obj)
+        roots = [o for o in new_objects if o.parent is None]
+        name = object_name_from_prompt(prompt)
+        if len(roots) == 1:
+            root = roots[0]
+        else:
+            root = bpy.data.objects.new(name, None)
+            coll.objects.link(root)
+            for obj in roots:
+                obj.parent = root
+
+        # 3. Name and place.
+        root.name = name
+        meshes = [o for o in new_objects if o.type == "MESH"]
+        if len(meshes) == 1 and meshes[0] is not root:
+            meshes[0].name = name + " Mesh"
+        cursor = scene.cursor.location if location is None else location
+        root.location = (
+            root.location[0] + cursor[0],
+            root.location[1] + cursor[1],
+            root.location[2] + cursor[2],
+        )
+
+        # 4. Textures inside the .blend; provenance as custom properties.
+        for obj in meshes:
+            for image in material_images(obj):
+                if image.packed_file is None and image.source == "FILE":
+                    image.pack()
+        root[PROP_PREFIX + "prompt"] = prompt
+        for key, value in (properties or {}).items():
+            if value is not None:
+                root[PROP_PREFIX + key] = value
+
+        for obj in context.view_layer.objects:
+            obj.select_set(False)
+        root.select_set(True)
+        context.view_layer.objects.active = root
+    except Exception:
+        # Leave nothing half-imported; Python's own errors and bpy's RuntimeError alike.
+        _remove_new(before)
+        raise
+    return root

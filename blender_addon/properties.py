@@ -1,0 +1,135 @@
+"""Scene settings (``Scene.kiln``): what to generate, the job list saved in the .blend, turntable options."""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import (
+    BoolProperty,
+    CollectionProperty,
+    EnumProperty,
+    FloatProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
+
+from .protocol import SEED_MAX, JobRequest, OutputOptions
+
+MODE_TO_KIND = {"OBJECT": "text_to_3d", "AVATAR": "avatar", "PHOTO": "photo_avatar"}
+
+
+class KILN_PG_attribute(bpy.types.PropertyGroup):
+    """One avatar attribute override (name/value as listed by the server's /v1/info)."""
+
+    key: StringProperty(name="Attribute", description="Attribute name, e.g. hair_style")
+    value: StringProperty(name="Value", description="Attribute value, e.g. bob")
+
+
+class KILN_PG_job(bpy.types.PropertyGroup):
+    """A job as remembered in the .blend, so a reopened file picks up its running jobs."""
+
+    local_id: StringProperty(name="Local ID", description="Names this entry before the server gave a job id")
+    job_id: StringProperty(name="Job ID")
+    kind: StringProperty(name="Kind")
+    prompt: StringProperty(name="Prompt")
+    seed: IntProperty(name="Seed", default=-1)
+    state: StringProperty(name="State", default="queued")
+    stage: StringProperty(name="Stage")
+    progress: FloatProperty(name="Progress", min=0.0, max=1.0, subtype="FACTOR")
+    message: StringProperty(name="Message")
+    error: StringProperty(name="Error")
+    object_name: StringProperty(name="Object", description="The imported object, once imported")
+    out_dir: StringProperty(name="Folder", subtype="DIR_PATH")
+    glb_path: StringProperty(name="GLB", subtype="FILE_PATH")
+    video_path: StringProperty(name="Turntable", subtype="FILE_PATH")
+    auto_import: BoolProperty(name="Import When Done", default=True)
+    turntable: BoolProperty(name="Turntable When Done", default=False)
+
+    @property
+    def active(self) -> bool:
+        return self.state in {"submitting", "queued", "running"}
+
+
+class KILN_PG_settings(bpy.types.PropertyGroup):
+    mode: EnumProperty(
+        name="Mode",
+        items=(
+            ("OBJECT", "Object from Prompt", "A textured object from a text prompt (text to 3D)"),
+            ("AVATAR", "Avatar from Prompt", "An avatar from a description of a person"),
+            ("PHOTO", "Avatar from Photo", "An avatar that looks like the person in a photo"),
+        ),
+        default="AVATAR",
+    )
+    prompt: StringProperty(name="Prompt", description="What to generate, in plain words")
+    negative_prompt: StringProperty(name="Negative Prompt", description="What to steer away from")
+    use_random_seed: BoolProperty(name="Random Seed", description="Let the server pick a seed", default=False)
+    seed: IntProperty(name="Seed", description="Same seed and prompt give the same result", default=0, min=0)
+    preset: EnumProperty(
+        name="Quality",
+        items=(
+            ("draft", "Draft", "Fastest; fine on a CPU"),
+            ("standard", "Standard", "Balanced"),
+            ("high", "High", "Slowest; wants a GPU"),
+        ),
+        default="draft",
+    )
+    attributes: CollectionProperty(type=KILN_PG_attribute)
+    photo_path: StringProperty(
+        name="Photo", description="A photo of one face (PNG/JPEG/WebP)", subtype="FILE_PATH"
+    )
+    resolution: IntProperty(
+        name="Mesh Resolution", description="Marching-cubes grid", default=128, min=64, max=512
+    )
+    texture_size: EnumProperty(
+        name="Texture Size",
+        items=[(str(s), f"{s} px", "") for s in (256, 512, 1024, 2048, 4096)],
+        default="1024",
+    )
+    auto_import: BoolProperty(name="Import When Done", default=True)
+
+    # Turntable.
+    turntable_frames: IntProperty(
+        name="Frames", description="Frames of one full turn", default=48, min=2, max=720
+    )
+    turntable_size: IntProperty(
+        name="Size", description="Square video edge in pixels", default=512, min=16, max=4096
+    )
+    turntable_samples: IntProperty(name="Samples", description="Render samples per pixel", default=16, min=1)
+    turntable_engine: EnumProperty(
+        name="Engine",
+        items=(("CYCLES", "Cycles (CPU)", "Works everywhere"), ("EEVEE", "EEVEE", "Fast with a GPU")),
+        default="CYCLES",
+    )
+    turntable_after_generate: BoolProperty(name="Turntable When Done", default=False)
+    image_plane: BoolProperty(name="Image Plane", description="Also show the video on a plane", default=False)
+
+    jobs: CollectionProperty(type=KILN_PG_job)
+    active_job_index: IntProperty(default=0)
+
+    def to_request(self) -> JobRequest:
+        """The panel's settings as a job request (raises ValueError on bad input)."""
+        seed = None if self.use_random_seed else min(self.seed, SEED_MAX)
+        kind = MODE_TO_KIND[self.mode]
+        attributes = {a.key.strip(): a.value.strip() for a in self.attributes if a.key.strip()}
+        request = JobRequest(
+            kind=kind,
+            prompt=self.prompt.strip(),
+            negative_prompt=self.negative_prompt.strip() if kind == "text_to_3d" else "",
+            seed=seed,
+            preset=self.preset,
+            attributes=attributes if kind != "text_to_3d" else {},
+            output=OutputOptions(resolution=self.resolution, texture_size=int(self.texture_size)),
+        )
+        request.validate()
+        return request
+
+
+classes = (KILN_PG_attribute, KILN_PG_job, KILN_PG_settings)
+
+
+def register_properties() -> None:
+    bpy.types.Scene.kiln = PointerProperty(type=KILN_PG_settings)
+
+
+def unregister_properties() -> None:
+    del bpy.types.Scene.kiln

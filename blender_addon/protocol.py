@@ -1,0 +1,227 @@
+"""Wire types of the Kiln server API (docs/API.md) as plain dataclasses, free of bpy."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+JOB_KINDS = ("avatar", "text_to_3d", "photo_avatar")
+PRESETS = ("draft", "standard", "high")
+ACTIVE_STATES = frozenset({"queued", "running"})
+TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
+SEED_MAX = 2**31 - 1
+
+GLB_ARTIFACT = "asset.glb"
+VIDEO_ARTIFACT = "turntable.mp4"
+PREVIEW_ARTIFACT = "preview.png"
+ATTRIBUTES_ARTIFACT = "attributes.json"
+
+
+def _check_range(name: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise ValueError(f"{name} is {value}; use a value from {low} to {high}")
+
+
+@dataclass
+class OutputOptions:
+    """What the server should produce besides the mesh itself."""
+
+    resolution: int = 128
+    """Marching-cubes grid size (64 .. 512): more means finer geometry and a slower job."""
+    texture_size: int = 1024
+    """Baked albedo texture edge in pixels (256 .. 4096)."""
+    turntable_frames: int = 0
+    """Frames of the server-side turntable video (0 = none; the add-on renders its own in Blender)."""
+    turntable_size: int = 256
+    """Edge of the server-side turntable video in pixels (64 .. 1024)."""
+
+    def validate(self) -> None:
+        """Raise ValueError naming the field and its allowed range."""
+        _check_range("mesh resolution", self.resolution, 64, 512)
+        _check_range("texture size", self.texture_size, 256, 4096)
+        _check_range("turntable frames", self.turntable_frames, 0, 360)
+        _check_range("turntable size", self.turntable_size, 64, 1024)
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "resolution": int(self.resolution),
+            "texture_size": int(self.texture_size),
+            "turntable_frames": int(self.turntable_frames),
+            "turntable_size": int(self.turntable_size),
+        }
+
+
+@dataclass
+class JobRequest:
+    """A job as the add-on asks for it; ``to_dict`` is the JSON body of ``POST /v1/jobs``."""
+
+    kind: str
+    """"avatar", "text_to_3d" or "photo_avatar" (the last is sent as multipart with a photo)."""
+    prompt: str = ""
+    """What to make, in plain words."""
+    negative_prompt: str = ""
+    """What to steer away from (text_to_3d)."""
+    seed: int | None = None
+    """0 .. 2**31-1; None lets the server pick one and echo it back in the job's params."""
+    preset: str = "draft"
+    """Quality preset: "draft", "standard" or "high"."""
+    attributes: dict[str, str] = field(default_factory=dict)
+    """Avatar attribute overrides, e.g. {"hair_style": "bob"} (names and values: GET /v1/info)."""
+    guidance_scale: float | None = None
+    """Classifier-free guidance weight; None keeps the engine default."""
+    output: OutputOptions = field(default_factory=OutputOptions)
+    """Mesh, texture and server-side video options."""
+
+    def validate(self) -> None:
+        """Raise ValueError with a sentence saying what to change."""
+        if self.kind not in JOB_KINDS:
+            raise ValueError(f"job kind {self.kind!r} is unknown; use one of {', '.join(JOB_KINDS)}")
+        if self.kind != "photo_avatar" and not self.prompt.strip():
+            raise ValueError("the prompt is empty; describe what to generate")
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset {self.preset!r} is unknown; use one of {', '.join(PRESETS)}")
+        if self.seed is not None:
+            _check_range("seed", self.seed, 0, SEED_MAX)
+        for key, value in self.attributes.items():
+            if not key or not str(value):
+                raise ValueError(f"avatar attribute {key!r} needs both a name and a value")
+        self.output.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "kind": self.kind,
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "preset": self.preset,
+            "attributes": dict(self.attributes),
+            "guidance_scale": self.guidance_scale,
+            "output": self.output.to_dict(),
+        }
+        if self.seed is not None:
+            body["seed"] = int(self.seed)
+        return body
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One finished file of a job."""
+
+    name: str
+    content_type: str
+    size: int
+    url: str
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Artifact:
+        return cls(
+            name=str(data["name"]),
+            content_type=str(data.get("content_type", "application/octet-stream")),
+            size=int(data.get("size", -1)),
+            url=str(data.get("url", "")),
+        )
+
+
+@dataclass(frozen=True)
+class Job:
+    """The server's view of a job at one moment."""
+
+    id: str
+    kind: str
+    state: str
+    stage: str = ""
+    progress: float = 0.0
+    eta_seconds: float | None = None
+    message: str = ""
+    error: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    artifacts: tuple[Artifact, ...] = ()
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    @property
+    def seed(self) -> int | None:
+        seed = self.params.get("seed")
+        return int(seed) if seed is not None else None
+
+    def artifact(self, name: str) -> Artifact | None:
+        return next((a for a in self.artifacts if a.name == name), None)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        """Parse a job object; raise ValueError when the required keys are missing."""
+        try:
+            job_id, kind, state = str(data["id"]), str(data["kind"]), str(data["state"])
+        except (KeyError, TypeError) as ex:
+            raise ValueError(f"the server sent a job without {ex}; is the URL a Kiln server?") from ex
+        eta = data.get("eta_seconds")
+        return cls(
+            id=job_id,
+            kind=kind,
+            state=state,
+            stage=str(data.get("stage") or ""),
+            progress=min(max(float(data.get("progress") or 0.0), 0.0), 1.0),
+            eta_seconds=float(eta) if eta is not None else None,
+            message=str(data.get("message") or ""),
+            error=data.get("error"),
+            params=dict(data.get("params") or {}),
+            artifacts=tuple(Artifact.from_dict(a) for a in data.get("artifacts") or ()),
+        )
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What ``GET /v1/info`` says about the server."""
+
+    version: str
+    device: str
+    device_warning: str = ""
+    kinds: tuple[str, ...] = ()
+    presets: tuple[str, ...] = PRESETS
+    attributes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    queue_length: int = 0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ServerInfo:
+        return cls(
+            version=str(data.get("version", "?")),
+            device=str(data.get("device", "?")),
+            device_warning=str(data.get("device_warning") or ""),
+            kinds=tuple(data.get("kinds") or ()),
+            presets=tuple(data.get("presets") or PRESETS),
+            attributes={
+                str(k): tuple(str(v) for v in vs) for k, vs in (data.get("attributes") or {}).items()
+            },
+            queue_length=int(data.get("queue_length") or 0),
+        )
+
+
+def error_detail_text(body: bytes | str | dict[str, Any] | None) -> str:
+    """Turn an error body (``{"detail": ...}``) into one line a person can act on.
+
+    A 422 detail is FastAPI's list of ``{"loc": [...], "msg": ...}``; each becomes
+    ``"output.resolution: Input should be less than or equal to 512"``.
+    """
+    if body is None:
+        return ""
+    data: Any = body
+    if isinstance(body, bytes | str):
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return text.strip()[:300]
+    detail = data.get("detail", data) if isinstance(data, dict) else data
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, dict):
+                loc = [str(p) for p in item.get("loc", ()) if p != "body"]
+                msg = str(item.get("msg", ""))
+                parts.append(f"{'.'.join(loc)}: {msg}" if loc else msg)
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)
+    return str(detail)

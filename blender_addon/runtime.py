@@ -1,0 +1,256 @@
+"""Jobs on the main thread: start them (thread or blocking), apply updates to ``Scene.kiln.jobs``.
+
+Interactive Blender: each job runs on a `JobThread`; one app timer drains the updates and is the
+only code that writes bpy data. Background Blender (``bpy.app.background``, timers never fire):
+`run_blocking` runs the same flow inline and applies each update as it comes.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from pathlib import Path
+
+import bpy
+
+from . import importer
+from .client import KilnError
+from .jobflow import JobSpec, JobThread, JobUpdate, file_stem_from_text, run_job_flow
+from .preferences import client_settings
+from .protocol import ACTIVE_STATES, GLB_ARTIFACT, JobRequest
+
+PUMP_INTERVAL = 0.25
+_threads: dict[str, JobThread] = {}
+
+
+def find_job(local_id: str):
+    """(scene, job item) for ``local_id`` in any scene, or (None, None)."""
+    for scene in bpy.data.scenes:
+        settings = getattr(scene, "kiln", None)
+        if settings is None:
+            continue
+        for item in settings.jobs:
+            if item.local_id == local_id:
+                return scene, item
+    return None, None
+
+
+def new_job_item(scene: bpy.types.Scene, request: JobRequest | None, label: str = ""):
+    """Add an entry to the scene's job list (saved in the .blend) and make it active."""
+    jobs = scene.kiln.jobs
+    item = jobs.add()
+    item.local_id = uuid.uuid4().hex
+    item.state = "submitting"
+    if request is not None:
+        item.kind = request.kind
+        item.prompt = label or request.prompt
+        item.seed = request.seed if request.seed is not None else -1
+    scene.kiln.active_job_index = len(jobs) - 1
+    return item
+
+
+def is_running(local_id: str) -> bool:
+    thread = _threads.get(local_id)
+    return thread is not None and thread.alive
+
+
+def apply_update(context, scene, item, update: JobUpdate) -> bpy.types.Object | None:
+    """Write one update into the job item; on success import the GLB if asked. Main thread only."""
+    job = update.job
+    if job is not None:
+        item.job_id = job.id
+        item.kind = job.kind
+        item.state = job.state
+        item.stage = job.stage
+        item.progress = job.progress
+        item.message = job.message
+        if job.seed is not None:
+            item.seed = job.seed
+    if not update.done:
+        return None
+    if update.error:
+        item.error = update.error
+        if job is None:
+            item.state = "failed"
+        return None
+    item.error = ""
+    glb = update.files.get(GLB_ARTIFACT)
+    if glb is not None:
+        item.glb_path = str(glb)
+    if item.auto_import and glb is not None:
+        return import_job_result(context, scene, item)
+    return None
+
+
+def import_job_result(context, scene, item) -> bpy.types.Object | None:
+    """Import the job's GLB into ``scene``; errors go to ``item.error`` and are re-raised."""
+    path = Path(item.glb_path)
+    if not item.glb_path or not path.is_file():
+        item.error = "the job has no downloaded GLB yet; wait for it to finish"
+        raise KilnError(item.error)
+    props = {"job_id": item.job_id, "seed": item.seed if item.seed >= 0 else None, "kind": item.kind}
+    try:
+        obj = importer.import_glb(context, path, item.prompt, props)
+    except (OSError, ValueError, RuntimeError) as ex:
+        item.error = f"import failed: {ex}"
+        raise KilnError(item.error) from ex
+    item.object_name = obj.name
+    return obj
+
+
+def make_spec(item, request: JobRequest | None, photo: Path | None, out_root: Path) -> JobSpec:
+    stem = file_stem_from_text(item.prompt or (photo.stem if photo else ""), default="kiln_asset")
+    if not item.out_dir:
+        item.out_dir = str(out_root / f"{stem}_{item.local_id[:8]}")
+    return JobSpec(
+        request=request, photo=photo, job_id=item.job_id, out_dir=Path(item.out_dir), file_stem=stem
+    )
+
+
+def run_blocking(context, scene, item, spec: JobSpec, settings=None, verbose: bool = True) -> JobUpdate:
+    """Run the job inline (background Blender), applying updates as they come.
+
+    ``settings`` (a `ClientSettings`) defaults to the add-on preferences.
+    """
+    settings = settings or client_settings(context)
+    client = settings.client()
+    label = item.prompt or item.local_id
+
+    def on_update(update: JobUpdate) -> None:
+        apply_update(context, scene, item, update)
+        if verbose and update.job is not None and not update.done:
+            job = update.job
+            print(f"kiln: {label[:40]}: {job.state} {job.stage} {job.progress:.0%} {job.message}", flush=True)
+
+    # Import errors raise out of apply_update on the final update; keep them in the item.
+    try:
+        return run_job_flow(client, spec, on_update, poll_interval=settings.poll_interval)
+    except KilnError as ex:
+        print(f"kiln: {ex}", file=sys.stderr, flush=True)
+        return JobUpdate(job=None, error=str(ex), done=True)
+
+
+def start_thread(context, item, spec: JobSpec) -> None:
+    """Run the job on a worker thread; the pump timer applies its updates."""
+    settings = client_settings(context)
+    client = settings.client()
+    _threads[item.local_id] = JobThread(client, spec, poll_interval=settings.poll_interval).start()
+    ensure_pump()
+
+
+def cancel(item) -> bool:
+    """Ask a running thread to cancel its job; False when no thread runs it here."""
+    thread = _threads.get(item.local_id)
+    if thread is None or not thread.alive:
+        return False
+    thread.cancel()
+    item.message = "cancelling…"
+    return True
+
+
+def forget(item) -> None:
+    """Stop following the item's job here (it keeps running on the server)."""
+    thread = _threads.pop(item.local_id, None)
+    if thread is not None:
+        thread.detach()
+
+
+def ensure_pump() -> None:
+    if not bpy.app.timers.is_registered(_pump):
+        bpy.app.timers.register(_pump, first_interval=PUMP_INTERVAL, persistent=True)
+
+
+def _notify(message: str, level: str = "ERROR") -> None:
+    """Show a message in the status bar from a timer (no operator of ours is running)."""
+    try:
+        bpy.ops.kiln.report(message=message, level=level)
+    except (RuntimeError, AttributeError):
+        print(f"kiln: {message}", file=sys.stderr)
+
+
+def _redraw() -> None:
+    wm = getattr(bpy.context, "window_manager", None)
+    for window in getattr(wm, "windows", ()):
+        for area in window.screen.areas:
+            if area.type in {"VIEW_3D", "PREFERENCES", "SEQUENCE_EDITOR"}:
+                area.tag_redraw()
+
+
+def _pump() -> float | None:
+    """Timer: drain every worker's updates onto the main thread's bpy data."""
+    for local_id, thread in list(_threads.items()):
+        updates = thread.drain()
+        scene, item = find_job(local_id)
+        if item is None:
+            # The entry was removed or the file closed; stop following the job.
+            thread.detach()
+            _threads.pop(local_id, None)
+            continue
+        for update in updates:
+            try:
+                obj = apply_update(bpy.context, scene, item, update)
+            except KilnError as ex:
+                _notify(f"Kiln: {ex}")
+                continue
+            if update.done:
+                if update.error and update.error != "cancelled":
+                    _notify(f"Kiln: {update.error}")
+                elif obj is not None:
+                    _notify(f"Kiln: imported {obj.name}", "INFO")
+                    if item.turntable:
+                        _start_turntable_after(obj)
+        if not thread.alive and not thread.drain():
+            _threads.pop(local_id, None)
+    _redraw()
+    return PUMP_INTERVAL if _threads else None
+
+
+def _start_turntable_after(obj) -> None:
+    try:
+        bpy.ops.kiln.render_turntable("INVOKE_DEFAULT", object_name=obj.name)
+    except RuntimeError as ex:
+        _notify(f"Kiln: turntable failed: {ex}")
+
+
+def resume_jobs(context, scenes=None) -> int:
+    """Follow again every job of the given scenes that was still active when last seen.
+
+    Interactive: on worker threads. Background: blocking. Returns how many were resumed.
+    """
+    count = 0
+    settings = client_settings(context)
+    for scene in scenes if scenes is not None else bpy.data.scenes:
+        kiln = getattr(scene, "kiln", None)
+        if kiln is None:
+            continue
+        for item in kiln.jobs:
+            if not item.job_id or item.state not in ACTIVE_STATES or is_running(item.local_id):
+                continue
+            spec = make_spec(item, None, None, settings.resolved_output_dir())
+            item.error = ""
+            if bpy.app.background:
+                run_blocking(context, scene, item, spec)
+            else:
+                start_thread(context, item, spec)
+            count += 1
+    return count
+
+
+@bpy.app.handlers.persistent
+def on_load_post(*_args) -> None:
+    """A reopened .blend picks up its running jobs (interactive only: never block a file load)."""
+    if bpy.app.background:
+        return
+    try:
+        resume_jobs(bpy.context)
+    except KilnError as ex:
+        print(f"kiln: could not resume jobs: {ex}", file=sys.stderr)
+
+
+def shutdown() -> None:
+    """Stop following jobs (they keep running on the server) and remove the timer."""
+    for thread in _threads.values():
+        thread.detach()
+    _threads.clear()
+    if bpy.app.timers.is_registered(_pump):
+        bpy.app.timers.unregister(_pump)
