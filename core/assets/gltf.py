@@ -1,0 +1,213 @@
+"""A small glTF 2.0 binary (GLB) writer for textured meshes: PBR material, Y-up, grounded."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from core import __version__
+from core.assets.mesh import AssetError
+from core.assets.texture import TexturedMesh
+
+# glTF enums.
+_FLOAT = 5126
+_UINT = 5125
+_ARRAY_BUFFER = 34962
+_ELEMENT_ARRAY_BUFFER = 34963
+_LINEAR = 9729
+_LINEAR_MIPMAP_LINEAR = 9987
+_CLAMP_TO_EDGE = 33071
+FILE_MODE = 0o644  # mkstemp makes 0600 files; artifacts are for other users and tools to read
+
+# Kiln (x, y, z) Z-up, front -Y  ->  glTF (x, z, -y) Y-up, front +Z. Blender's importer
+# applies the inverse, so an asset comes back into Blender exactly where Kiln put it.
+KILN_TO_GLTF = np.array([[1, 0, 0], [0, 0, 1], [0, -1, 0]], np.float32)
+
+
+def ground_and_centre(vertices: np.ndarray) -> np.ndarray:
+    """(3,) offset that centres the XY bounding box on the origin and puts the lowest point on z = 0."""
+    lo, hi = vertices.min(axis=0), vertices.max(axis=0)
+    return np.array([-(lo[0] + hi[0]) / 2, -(lo[1] + hi[1]) / 2, -lo[2]], np.float32)
+
+
+def srgb_to_linear(c: np.ndarray) -> np.ndarray:
+    """sRGB-encoded [0, 1] -> linear [0, 1] (glTF vertex colours are linear)."""
+    c = np.asarray(c, np.float64)
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+def _png_bytes(texture: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(texture, dtype=np.uint8), "RGB").save(
+        buf, format="PNG", compress_level=1
+    )
+    return buf.getvalue()
+
+
+def _pad4(data: bytes, fill: bytes) -> bytes:
+    return data + fill * ((4 - len(data) % 4) % 4)
+
+
+def build_glb(
+    mesh: TexturedMesh, vertex_colors: bool = False, name: str = "asset", recentre: bool = True
+) -> bytes:
+    """Encode ``mesh`` as GLB bytes (see ``write_glb``)."""
+    # 1. Check inputs.
+    if mesh.num_faces == 0 or mesh.num_vertices == 0:
+        raise AssetError("cannot export an empty mesh")
+    if mesh.texture.ndim != 3 or mesh.texture.shape[2] != 3 or mesh.texture.dtype != np.uint8:
+        raise AssetError(f"texture must be (H, W, 3) uint8, got {mesh.texture.shape} {mesh.texture.dtype}")
+    if vertex_colors and mesh.colors is None:
+        raise AssetError("vertex_colors=True needs TexturedMesh.colors; bake with colours or pass False")
+    faces = np.asarray(mesh.faces, np.int64)
+    if faces.min() < 0 or faces.max() >= mesh.num_vertices:
+        raise AssetError("face indices are out of range of the vertices")
+
+    # 2. Transform: ground, centre, then Z-up -> Y-up.
+    verts = np.asarray(mesh.vertices, np.float32)
+    if recentre:
+        verts = verts + ground_and_centre(verts)
+    positions = np.ascontiguousarray(verts @ KILN_TO_GLTF.T, dtype=np.float32)
+    normals = np.asarray(mesh.normals, np.float32) @ KILN_TO_GLTF.T
+    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    normals = np.where(
+        length > 1e-6, normals / np.maximum(length, 1e-12), np.array([0.0, 1.0, 0.0], np.float32)
+    )
+    normals = np.ascontiguousarray(normals, dtype=np.float32)
+    uvs = np.ascontiguousarray(mesh.uvs, dtype=np.float32)
+
+    # 3. Binary buffer: one bufferView per attribute, each 4-byte aligned.
+    blob = bytearray()
+    views: list[dict] = []
+    accessors: list[dict] = []
+
+    def add_view(data: bytes, target: int | None) -> int:
+        while len(blob) % 4:
+            blob.append(0)
+        view = {"buffer": 0, "byteOffset": len(blob), "byteLength": len(data)}
+        if target is not None:
+            view["target"] = target
+        blob.extend(data)
+        views.append(view)
+        return len(views) - 1
+
+    def add_accessor(array: np.ndarray, kind: str, target: int, with_bounds: bool = False) -> int:
+        comp = _UINT if array.dtype == np.uint32 else _FLOAT
+        acc = {
+            "bufferView": add_view(array.tobytes(), target),
+            "componentType": comp,
+            "count": int(len(array)),
+            "type": kind,
+        }
+        if with_bounds:
+            acc["min"] = [float(x) for x in array.min(axis=0)]
+            acc["max"] = [float(x) for x in array.max(axis=0)]
+        accessors.append(acc)
+        return len(accessors) - 1
+
+    attributes = {
+        "POSITION": add_accessor(positions, "VEC3", _ARRAY_BUFFER, with_bounds=True),
+        "NORMAL": add_accessor(normals, "VEC3", _ARRAY_BUFFER),
+        "TEXCOORD_0": add_accessor(uvs, "VEC2", _ARRAY_BUFFER),
+    }
+    if vertex_colors:
+        colours = np.ascontiguousarray(srgb_to_linear(np.clip(mesh.colors, 0, 1)), dtype=np.float32)
+        attributes["COLOR_0"] = add_accessor(colours, "VEC3", _ARRAY_BUFFER)
+    indices = add_accessor(
+        np.ascontiguousarray(faces.reshape(-1), dtype=np.uint32), "SCALAR", _ELEMENT_ARRAY_BUFFER
+    )
+    pbr: dict = {"metallicFactor": 0.0, "roughnessFactor": 0.8}
+    textured: dict = {}
+    if not vertex_colors:
+        # glTF multiplies COLOR_0 into the base colour, so texture and vertex colours are exclusive.
+        image_view = add_view(_png_bytes(mesh.texture), None)
+        pbr["baseColorTexture"] = {"index": 0, "texCoord": 0}
+        textured = {
+            "textures": [{"sampler": 0, "source": 0}],
+            "samplers": [
+                {
+                    "magFilter": _LINEAR,
+                    "minFilter": _LINEAR_MIPMAP_LINEAR,
+                    "wrapS": _CLAMP_TO_EDGE,
+                    "wrapT": _CLAMP_TO_EDGE,
+                }
+            ],
+            "images": [{"name": f"{name}_basecolor", "bufferView": image_view, "mimeType": "image/png"}],
+        }
+
+    # 4. Scene description.
+    gltf = {
+        "asset": {"version": "2.0", "generator": f"Kiln {__version__}"},
+        "scene": 0,
+        "scenes": [{"name": name, "nodes": [0]}],
+        "nodes": [{"name": name, "mesh": 0}],
+        "meshes": [
+            {
+                "name": name,
+                "primitives": [{"attributes": attributes, "indices": indices, "material": 0, "mode": 4}],
+            }
+        ],
+        "materials": [{"name": f"{name}_material", "pbrMetallicRoughness": pbr, "doubleSided": False}],
+        **textured,
+        "accessors": accessors,
+        "bufferViews": views,
+        "buffers": [{"byteLength": len(blob)}],
+    }
+
+    # 5. GLB container: 12-byte header, JSON chunk (space padded), BIN chunk (zero padded).
+    json_chunk = _pad4(json.dumps(gltf, separators=(",", ":")).encode("utf-8"), b" ")
+    bin_chunk = _pad4(bytes(blob), b"\x00")
+    total = 12 + 8 + len(json_chunk) + 8 + len(bin_chunk)
+    out = bytearray(struct.pack("<4sII", b"glTF", 2, total))
+    out += struct.pack("<I4s", len(json_chunk), b"JSON") + json_chunk
+    out += struct.pack("<I4s", len(bin_chunk), b"BIN\x00") + bin_chunk
+    return bytes(out)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_glb(
+    mesh: TexturedMesh,
+    path: Path | str,
+    vertex_colors: bool = False,
+    name: str = "asset",
+    recentre: bool = True,
+) -> Path:
+    """Write ``mesh`` as a binary glTF 2.0 file.
+
+    The file holds one node and mesh named ``name`` with a PBR metallic-roughness
+    material whose baseColorTexture is the baked albedo (PNG, sRGB); metallic 0,
+    roughness 0.8. Positions are metres, converted from Kiln's Z-up to glTF's Y-up;
+    with ``recentre`` the asset is centred on the origin in plan and rests on the
+    ground plane. ``vertex_colors`` writes the albedo as a linear COLOR_0 attribute
+    instead of the texture (glTF multiplies the two, so they are never both set);
+    UVs are kept either way.
+    The file appears under ``path`` only once complete (temp file + rename).
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    atomic_write(path, build_glb(mesh, vertex_colors=vertex_colors, name=name, recentre=recentre))
+    return path

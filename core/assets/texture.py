@@ -1,0 +1,279 @@
+"""UV unwrap with xatlas and albedo baking from the field into a texture."""
+
+from __future__ import annotations
+
+import multiprocessing
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.assets.mesh import AssetError, Mesh, vertex_normals
+from core.assets.raster import nearest_per_pixel, rasterize
+from core.fields.base import Field
+from core.progress import Reporter
+
+MIN_TEXTURE = 64
+MAX_TEXTURE = 4096
+
+
+@dataclass
+class TexturedMesh:
+    """A mesh with UVs and a baked albedo texture, split along UV seams.
+
+    Attributes:
+        vertices: (V, 3) float32 positions, Kiln world space (Z up, metres).
+        faces: (F, 3) int32, counter-clockwise from outside.
+        uvs: (V, 2) float32 in glTF convention: (0, 0) is the texture's top-left texel
+            corner, u right, v down; texel row = v * H.
+        normals: (V, 3) float32 unit normals (smooth across UV seams).
+        texture: (H, W, 3) uint8 albedo, sRGB-encoded display colours, row 0 at the top.
+        colors: (V, 3) float32 albedo at the vertices in display RGB [0, 1], or None.
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    uvs: np.ndarray
+    normals: np.ndarray
+    texture: np.ndarray
+    colors: np.ndarray | None = None
+
+    @property
+    def num_vertices(self) -> int:
+        return len(self.vertices)
+
+    @property
+    def num_faces(self) -> int:
+        return len(self.faces)
+
+
+@dataclass(frozen=True)
+class UVLayout:
+    """The result of unwrapping: the mesh split at seams, with UVs.
+
+    Attributes:
+        vmapping: (V', ) int64 index of the source mesh vertex for each split vertex.
+        faces: (F, 3) int32 faces over the split vertices.
+        uvs: (V', 2) float32 UVs in [0, 1], glTF convention (v down).
+        charts: number of UV charts.
+    """
+
+    vmapping: np.ndarray
+    faces: np.ndarray
+    uvs: np.ndarray
+    charts: int
+
+
+def _check_texture_size(size: int) -> None:
+    if (
+        isinstance(size, bool)
+        or not isinstance(size, int | np.integer)
+        or not MIN_TEXTURE <= size <= MAX_TEXTURE
+    ):
+        raise AssetError(f"texture_size must be an integer in {MIN_TEXTURE}..{MAX_TEXTURE}, got {size!r}")
+
+
+def _pieces(centroids: np.ndarray, ids: np.ndarray, max_faces: int) -> list[np.ndarray]:
+    """Split faces into spatially compact pieces of <= max_faces by halving the longest axis."""
+    if len(ids) <= max_faces:
+        return [ids]
+    pts = centroids[ids]
+    axis = int(np.argmax(pts.max(axis=0) - pts.min(axis=0)))
+    order = np.argsort(pts[:, axis], kind="stable")
+    half = len(ids) // 2
+    return _pieces(centroids, ids[order[:half]], max_faces) + _pieces(centroids, ids[order[half:]], max_faces)
+
+
+def _xatlas_job(
+    meshes: list[tuple[np.ndarray, np.ndarray]], max_chart_area: float, resolution: int, padding: int
+) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray]], int]:
+    import xatlas
+
+    atlas = xatlas.Atlas()
+    for verts, tris in meshes:
+        atlas.add_mesh(verts, tris)
+    chart_options = xatlas.ChartOptions()
+    chart_options.max_chart_area = max_chart_area
+    pack_options = xatlas.PackOptions()
+    pack_options.resolution = resolution
+    pack_options.padding = padding
+    atlas.generate(chart_options, pack_options)
+    if atlas.atlas_count != 1:
+        raise RuntimeError(f"xatlas packed into {atlas.atlas_count} atlases, expected 1")
+    return [atlas[i] for i in range(atlas.mesh_count)], int(atlas.chart_count)
+
+
+def _child(conn, args) -> None:  # pragma: no cover - runs in a forked process
+    try:
+        conn.send(("ok", _xatlas_job(*args)))
+    except Exception as exc:  # report any failure to the parent instead of dying silently
+        conn.send(("error", repr(exc)))
+    finally:
+        conn.close()
+
+
+def _run_cancellable(args: tuple, reporter: Reporter, stage: str, poll: float = 0.1):
+    """Run the xatlas job in a forked child so that cancellation can stop it mid-way.
+
+    xatlas holds the GIL for its whole run, so neither a thread nor a signal can
+    interrupt it; a child process can be killed. Without ``fork`` (not Linux) it runs inline.
+    """
+    if "fork" not in multiprocessing.get_all_start_methods():
+        reporter(stage, 0.1, "charting (not cancellable on this platform)")
+        return _xatlas_job(*args)
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(child, args), daemon=True)
+    proc.start()
+    child.close()
+    try:
+        waited = 0.0
+        while not parent.poll(poll):
+            waited += poll
+            reporter(stage, min(0.9, waited / (waited + 3.0)), "xatlas: charting and packing")
+            if not proc.is_alive() and not parent.poll(0):
+                raise AssetError(
+                    f"the UV unwrap process died (exit code {proc.exitcode}); retry with fewer faces"
+                )
+        status, payload = parent.recv()
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+        parent.close()
+    if status != "ok":
+        raise AssetError(
+            f"UV unwrap failed: {payload}; retry with fewer faces (max_faces) or another resolution"
+        )
+    return payload
+
+
+def unwrap(
+    mesh: Mesh,
+    texture_size: int = 1024,
+    reporter: Reporter | None = None,
+    piece_faces: int = 2000,
+    chart_faces: float = 128.0,
+    padding: int = 3,
+) -> UVLayout:
+    """Unwrap ``mesh`` to one UV atlas with xatlas.
+
+    xatlas's chart growing is superlinear in chart and mesh size, so the mesh is cut
+    into spatially compact pieces of ``piece_faces`` faces (added as separate xatlas
+    meshes, packed together) and charts are capped at ``chart_faces`` average faces of
+    area. That keeps a 50k-face mesh to a couple of seconds at the cost of more seams,
+    which the baked texture and seam dilation make invisible.
+
+    Args:
+        mesh: the cleaned mesh.
+        texture_size: target atlas resolution in texels.
+        reporter: progress ("unwrap") and cancellation.
+        piece_faces: faces per independently charted piece.
+        chart_faces: chart area cap, in multiples of the mean face area.
+        padding: texels between charts in the packed atlas.
+
+    Returns:
+        The UV layout over a seam-split copy of the mesh.
+    """
+    reporter = reporter or Reporter()
+    _check_texture_size(texture_size)
+    if mesh.num_faces == 0:
+        raise AssetError("cannot unwrap a mesh with no faces")
+    # 1. Cut into pieces; each piece is re-indexed locally.
+    reporter("unwrap", 0.0, "cutting the mesh into pieces")
+    centroids = mesh.vertices[mesh.faces].mean(axis=1)
+    pieces = _pieces(centroids, np.arange(mesh.num_faces), piece_faces)
+    meshes, globals_ = [], []
+    for ids in pieces:
+        used, local = np.unique(mesh.faces[ids], return_inverse=True)
+        meshes.append((mesh.vertices[used], local.reshape(-1, 3).astype(np.uint32)))
+        globals_.append(used)
+    mean_area = mesh.area() / mesh.num_faces
+    # 2. Chart and pack (cancellable).
+    results, charts = _run_cancellable(
+        (meshes, float(mean_area * chart_faces), int(texture_size), int(padding)), reporter, "unwrap"
+    )
+    # 3. Stitch pieces back into one split mesh.
+    vmaps, faces, uvs = [], [], []
+    offset = 0
+    for used, (vmapping, indices, uv) in zip(globals_, results, strict=True):
+        vmaps.append(used[np.asarray(vmapping, np.int64)])
+        faces.append(np.asarray(indices, np.int64).reshape(-1, 3) + offset)
+        uvs.append(np.asarray(uv, np.float32))
+        offset += len(vmapping)
+    reporter("unwrap", 1.0, f"{charts} charts")
+    return UVLayout(
+        vmapping=np.concatenate(vmaps),
+        faces=np.concatenate(faces).astype(np.int32),
+        uvs=np.concatenate(uvs),
+        charts=charts,
+    )
+
+
+def _query_albedo(field: Field, points: np.ndarray, reporter: Reporter, chunk: int = 1 << 18) -> np.ndarray:
+    out = np.empty((len(points), 3), np.float32)
+    for start in range(0, len(points), chunk):
+        reporter("bake", start / max(len(points), 1), "querying albedo")
+        rgb = np.asarray(field.albedo(points[start : start + chunk]), np.float32)
+        out[start : start + chunk] = rgb
+    if not np.all(np.isfinite(out)):
+        raise AssetError("the field returned NaN/inf albedo; fix the field's colour output")
+    return np.clip(out, 0.0, 1.0)
+
+
+def bake(
+    field: Field, mesh: Mesh, layout: UVLayout, texture_size: int, reporter: Reporter | None = None
+) -> TexturedMesh:
+    """Bake the field's albedo into a texture over ``layout``.
+
+    Every texel whose centre lies in a UV triangle is mapped to its surface point (the
+    same barycentric weights on the 3D triangle) and coloured by ``field.albedo`` there.
+    Every other texel takes the colour of the nearest covered texel (a full dilation),
+    so bilinear filtering and mipmaps across chart borders never pull in black.
+    """
+    reporter = reporter or Reporter()
+    _check_texture_size(texture_size)
+    size = int(texture_size)
+    vertices = mesh.vertices[layout.vmapping]
+    # 1. Rasterise the UV triangles.
+    uv_px = layout.uvs[layout.faces] * size  # (F, 3, 2) in texel units, glTF v-down = row
+    frags = rasterize(uv_px, size, size, reporter.sub(0.0, 0.3), stage="bake")
+    keep = nearest_per_pixel(frags)
+    pix, face, bary = frags.pixel[keep], frags.face[keep], frags.bary[keep]
+    if len(pix) == 0:
+        raise AssetError("no texel is covered by the UV layout; use a larger texture_size")
+    # 2. Texel -> surface point -> albedo.
+    tri = vertices.astype(np.float64)[layout.faces[face]]  # (K, 3, 3)
+    points = np.einsum("kc,kcd->kd", bary, tri).astype(np.float32)
+    colours = _query_albedo(field, points, reporter.sub(0.3, 0.9))
+    # 3. Dilate: each empty texel copies its nearest covered texel.
+    reporter("bake", 0.9, "dilating seams")
+    from scipy.ndimage import distance_transform_edt
+
+    image = np.zeros((size * size, 3), np.float32)
+    image[pix] = colours
+    covered = np.zeros(size * size, bool)
+    covered[pix] = True
+    _, (rows, cols) = distance_transform_edt(~covered.reshape(size, size), return_indices=True)
+    image = image.reshape(size, size, 3)[rows, cols]
+    texture = np.round(image * 255.0).astype(np.uint8)
+    # 4. Per-vertex data: smooth normals of the unsplit mesh, albedo for vertex colours.
+    normals = vertex_normals(mesh.vertices, mesh.faces)[layout.vmapping]
+    colors = _query_albedo(field, vertices, Reporter(cancel=reporter.cancel))
+    reporter("bake", 1.0, f"{len(pix)} texels baked")
+    return TexturedMesh(
+        vertices=vertices.astype(np.float32),
+        faces=layout.faces.astype(np.int32),
+        uvs=layout.uvs.astype(np.float32),
+        normals=normals.astype(np.float32),
+        texture=texture,
+        colors=colors,
+    )
+
+
+def texture_mesh(
+    field: Field, mesh: Mesh, texture_size: int = 1024, reporter: Reporter | None = None
+) -> TexturedMesh:
+    """Unwrap ``mesh`` and bake ``field``'s albedo: the whole texturing step."""
+    reporter = reporter or Reporter()
+    layout = unwrap(mesh, texture_size, reporter.sub(0.0, 0.6))
+    return bake(field, mesh, layout, texture_size, reporter.sub(0.6, 1.0))
