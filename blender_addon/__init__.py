@@ -1,23 +1,29 @@
-"""Kiln for Blender: registration only (the code lives in the sibling modules)."""
+"""Kiln for Blender: registration only (the code lives in the sibling modules).
 
-import bpy
+The bpy modules are imported inside register(), so `blender_addon.client`, `.protocol` and
+`.jobflow` can be imported (and tested) in a Python without bpy.
+"""
 
-from . import cli, operators, panels, preferences, properties, runtime
-
-classes = (
-    *preferences.classes,
-    *properties.classes,
-    *operators.classes,
-    *panels.classes,
-)
-
+_registered: tuple = ()
 _cli_handle = None
 
 
+def _classes() -> tuple:
+    from . import operators, panels, preferences, properties
+
+    return (*preferences.classes, *properties.classes, *operators.classes, *panels.classes)
+
+
 def register():
-    global _cli_handle
+    global _registered, _cli_handle
+    import bpy
+
+    from . import cli, properties, runtime
+
+    classes = _classes()
     for cls in classes:
         bpy.utils.register_class(cls)
+    _registered = classes
     properties.register_properties()
     if runtime.on_load_post not in bpy.app.handlers.load_post:
         bpy.app.handlers.load_post.append(runtime.on_load_post)
@@ -25,7 +31,11 @@ def register():
 
 
 def unregister():
-    global _cli_handle
+    global _registered, _cli_handle
+    import bpy
+
+    from . import operators, properties, runtime
+
     if _cli_handle is not None:
         bpy.utils.unregister_cli_command(_cli_handle)
         _cli_handle = None
@@ -34,5 +44,6 @@ def unregister():
     runtime.shutdown()
     operators.unregister_runtime()
     properties.unregister_properties()
-    for cls in reversed(classes):
+    for cls in reversed(_registered):
         bpy.utils.unregister_class(cls)
+    _registered = ()
