@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--prompts-file", type=Path, help="a text file with one prompt per line (# comments)")
     src.add_argument("--photo", action="append", type=Path, default=[], help="a face photo (repeatable)")
     gen.add_argument("--out", type=Path, required=True, help="output folder for .glb, .mp4 and the .blend")
-    gen.add_argument("--kind", choices=("avatar", "text_to_3d"), default="avatar", help="engine for prompts")
+    gen.add_argument("--kind", default="avatar", help="engine for prompts: avatar (default), text_to_3d, ...")
     gen.add_argument("--negative-prompt", default="")
     gen.add_argument("--seed", type=int, default=None, help="fixed seed (default: the server picks)")
     gen.add_argument("--preset", choices=PRESETS, default="draft")
@@ -133,7 +133,7 @@ def generate_assets(args: argparse.Namespace, context=None) -> tuple[list[Genera
         request = JobRequest(
             args.kind, prompt, args.negative_prompt, args.seed, args.preset, {}, None, output
         )
-        if args.kind == "avatar":
+        if args.kind != "text_to_3d":
             request.attributes = dict(attributes)
         sources.append((request, None, prompt))
     for photo in photos:
