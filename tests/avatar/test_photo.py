@@ -1,0 +1,195 @@
+"""Reading a face photo into avatar attributes: loading safety, face finding, read-back accuracy."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mediapipe", reason="photo reading needs mediapipe==0.10.21")
+skimage_data = pytest.importorskip("skimage.data")
+
+from PIL import Image  # noqa: E402
+
+from core.avatar import face as fm  # noqa: E402
+from core.avatar.face_attributes import read_attributes, read_photo, rgb_to_lab  # noqa: E402
+from core.avatar.photo import MAX_PIXELS, WORK_SIDE, PhotoError, load_photo  # noqa: E402
+from core.pipelines.jobs import JobError  # noqa: E402
+from core.pipelines.photo_avatar import run_photo_avatar_job  # noqa: E402
+from core.progress import Reporter  # noqa: E402
+
+
+def _encode(rgb: np.ndarray, fmt: str = "PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    return skimage_data.astronaut()
+
+
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+
+def _blank_png(width: int, height: int, rows: int | None = None) -> bytes:
+    """A 1-bit greyscale PNG of zeros, written row by row so huge sizes cost little memory.
+
+    ``rows`` < height writes only that many rows of pixel data (the header still declares
+    ``height``), the shape of a decompression bomb cut short to keep the test fast.
+    """
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    row = b"\x00" * (1 + (width + 7) // 8)
+    comp = zlib.compressobj(6)
+    parts = [comp.compress(row) for _ in range(height if rows is None else rows)]
+    parts.append(comp.flush())
+    png = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", b"".join(parts))
+    return png + _png_chunk(b"IEND", b"")
+
+
+# -- loading: bad inputs fail with a reason and a sentence saying what to do -----------------
+
+
+@pytest.mark.parametrize(
+    ("make", "reason", "words"),
+    [
+        (lambda a: b"", "empty", "0 bytes"),
+        (lambda a: b"this is a text file, not a photo\n" * 20, "not_image", "not an image"),
+        (lambda a: _encode(a, "GIF"), "unsupported_format", "GIF photos are not accepted"),
+        (lambda a: _encode(a, "JPEG")[:6000], "damaged", "damaged or incomplete"),
+        (lambda a: _encode(a, "PNG")[: len(_encode(a, "PNG")) // 2], "damaged", "damaged or incomplete"),
+        (lambda a: _blank_png(20000, 20000), "too_large", "400 megapixels"),
+        (lambda a: _blank_png(60000, 60000, rows=64), "too_large", "megapixels"),
+    ],
+    ids=["zero-bytes", "text", "gif", "truncated-jpeg", "truncated-png", "20000x20000", "bomb"],
+)
+def test_bad_inputs_raise_photo_error(astronaut, tmp_path: Path, make, reason: str, words: str):
+    data = make(astronaut)
+    with pytest.raises(PhotoError) as err:
+        load_photo(data)
+    assert err.value.reason == reason and words in str(err.value)
+    # The job path reports the same sentence and writes nothing.
+    photo = tmp_path / "upload.bin"
+    photo.write_bytes(data)
+    work = tmp_path / "job"
+    work.mkdir()
+    with pytest.raises(JobError, match=words):
+        run_photo_avatar_job({"photo_path": str(photo), "seed": 0}, work, Reporter())
+    assert list(work.iterdir()) == []
+
+
+def test_the_20000_square_png_is_refused_from_its_header():
+    # 20000^2 = 4e8 pixels > MAX_PIXELS (4e7): refused before any pixel is decoded, so the
+    # test stays fast although the file is a valid PNG that would need 400 MB to decode.
+    data = _blank_png(20000, 20000)
+    assert len(data) < 1_000_000
+    assert MAX_PIXELS < 20000 * 20000
+    with pytest.raises(PhotoError, match="400 megapixels"):
+        load_photo(data)
+
+
+def test_missing_file_and_missing_photo_path(tmp_path: Path):
+    with pytest.raises(PhotoError, match="does not exist"):
+        load_photo(tmp_path / "nope.jpg")
+    with pytest.raises(JobError, match="needs a photo"):
+        run_photo_avatar_job({"seed": 0}, tmp_path, Reporter())
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- loading: awkward but valid photos ------------------------------------------------------
+
+
+def test_exif_rotation_is_applied(astronaut):
+    upright = astronaut[:, :400]  # 512 high x 400 wide, so a wrong rotation changes the shape
+    stored = np.ascontiguousarray(np.rot90(upright, k=1))  # what a phone held sideways stores
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    photo = load_photo(_encode(stored, "JPEG", quality=95, exif=exif.tobytes()))
+    assert photo.rgb.shape == (512, 400, 3)
+    assert photo.original_size == (400, 512)
+    assert any("EXIF orientation 6" in n for n in photo.notes)
+    # Same pixels as the upright original up to JPEG error (mean abs difference in 0..255).
+    assert np.abs(photo.rgb.astype(int) - upright.astype(int)).mean() < 4
+
+
+def test_greyscale_png_reads_shape_not_colour(astronaut):
+    grey = np.asarray(Image.fromarray(astronaut).convert("L"))
+    reading = read_photo(_encode(grey))
+    assert "greyscale photo: colours are not read" in reading.warnings
+    assert "skin_tone" not in reading.readings and "eye_color" not in reading.readings
+    assert "head_shape" in reading.readings
+
+
+def test_png_alpha_marks_transparent_pixels_invalid(astronaut):
+    rgba = np.dstack([astronaut, np.full(astronaut.shape[:2], 255, np.uint8)])
+    rgba[:, :100, 3] = 0  # the flag at the left edge cut out
+    photo = load_photo(_encode(rgba))
+    assert not photo.valid[:, :100].any() and photo.valid[:, 100:].all()
+    # Transparent pixels are composited over mid grey, never left as the hidden RGB.
+    assert (photo.rgb[:, :100] == 128).all()
+    assert fm.find_face(photo).box[0] > 100
+
+
+def test_large_photo_is_downscaled_and_face_still_found(astronaut):
+    big = np.asarray(Image.fromarray(astronaut).resize((4096, 4096), Image.Resampling.BICUBIC))
+    photo = load_photo(_encode(big, "JPEG", quality=90))
+    assert max(photo.rgb.shape[:2]) <= WORK_SIDE
+    assert photo.original_size == (4096, 4096)
+    reading = read_attributes(photo, fm.find_face(photo))
+    # The face box comes back in original-photo pixels: 8x the 512 px photo's box.
+    small = read_photo(_encode(astronaut))
+    assert np.allclose(np.array(reading.face_box) / 8, small.face_box, atol=6)
+
+
+# -- faces -----------------------------------------------------------------------------------
+
+
+def test_astronaut_has_landmarks_where_the_face_is(astronaut):
+    photo = load_photo(_encode(astronaut))
+    face = fm.find_face(photo)
+    assert face.points.shape == (478, 2) and face.faces_found == 1
+    # Eileen Collins' face lies within x 170..280, y 60..190 of the 512 px photo (by eye).
+    x0, y0, x1, y1 = face.box
+    assert 165 < x0 < x1 < 285 and 55 < y0 < y1 < 195
+    # Anatomy: eyes above the nose tip above the mouth above the chin; image-left eye on the left.
+    p = face.points
+    assert p[fm.EYE_LEFT, 1].mean() < p[fm.NOSE_TIP, 1] < p[fm.UPPER_LIP, 1] < p[fm.CHIN, 1]
+    assert p[fm.EYE_LEFT, 0].mean() < p[fm.NOSE_TIP, 0] < p[fm.EYE_RIGHT, 0].mean()
+
+
+def test_blank_image_has_no_face():
+    blank = np.full((256, 256, 3), 200, np.uint8)
+    with pytest.raises(fm.NoFaceError, match="no face found") as err:
+        read_photo(_encode(blank))
+    assert err.value.reason == "no_face"
+
+
+def test_several_faces_use_the_largest_with_a_warning(astronaut):
+    canvas = np.full((512, 1024, 3), 230, np.uint8)
+    canvas[:, :512] = np.asarray(Image.fromarray(astronaut).resize((512, 512)))
+    canvas[128:384, 640:896] = np.asarray(Image.fromarray(astronaut).resize((256, 256)))
+    photo = load_photo(_encode(canvas))
+    face = fm.find_face(photo)
+    assert face.faces_found >= 2
+    assert any("faces found; using the largest" in w for w in face.warnings)
+    assert face.box[2] < 512  # the big face on the left half
+
+
+def test_tiny_face_is_refused_clearly(astronaut):
+    tiny = np.asarray(Image.fromarray(astronaut).resize((48, 48), Image.Resampling.LANCZOS))
+    with pytest.raises(fm.NoFaceError) as err:
+        read_photo(_encode(tiny))
+    assert err.value.reason in ("no_face", "face_too_small")
+
+
+def test_rgb_to_lab_reference_values():
+    # sRGB white -> L*=100, black -> 0, mid grey 119/255 -> L* 50.0 (a*, b* = 0 for greys).
+    lab = rgb_to_lab(np.array([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [119 / 255] * 3]))
+    assert np.allclose(lab[:, 0], [100.0, 0.0, 50.0], atol=0.3)
+    assert np.allclose(lab[:, 1:], 0.0, atol=0.3)
