@@ -17,12 +17,15 @@ class Fragments:
     Attributes:
         pixel: (K,) int64 flat pixel index ``row * width + col``.
         face: (K,) int64 triangle index.
-        bary: (K, 3) float64 screen-space barycentric weights of the pixel centre.
+        bary: (K, 3) float64 screen-space barycentric weights of the pixel centre; with
+            ``margin`` > 0, of the point of the triangle nearest to it (weights >= 0).
+        distance: (K,) float64 pixel distance from the centre to that point (0 inside).
     """
 
     pixel: np.ndarray
     face: np.ndarray
     bary: np.ndarray
+    distance: np.ndarray
 
 
 def _pow2_ceil(x: np.ndarray) -> np.ndarray:
@@ -51,6 +54,7 @@ def rasterize(
     reporter: Reporter | None = None,
     stage: str = "raster",
     budget: int = 1 << 21,
+    margin: float = 0.0,
 ) -> Fragments:
     """Find every pixel centre inside each triangle.
 
@@ -63,6 +67,9 @@ def rasterize(
         reporter: progress and cancellation, reached after every batch.
         stage: stage name for the reporter.
         budget: candidate pixels per vectorised batch (memory ~ 100 bytes each).
+        margin: also report pixel centres up to this many pixels outside a triangle,
+            with the weights of (about) the nearest point on it: a conservative
+            rasterisation used to bake the texels along chart borders from their own chart.
 
     Returns:
         Fragments for all covered (pixel, triangle) pairs; degenerate triangles cover nothing.
@@ -71,15 +78,15 @@ def rasterize(
     xy = np.asarray(xy, np.float64)
     p0, p1, p2 = xy[:, 0], xy[:, 1], xy[:, 2]
     area = (p1[:, 0] - p0[:, 0]) * (p2[:, 1] - p0[:, 1]) - (p1[:, 1] - p0[:, 1]) * (p2[:, 0] - p0[:, 0])
-    lo = np.ceil(xy.min(axis=1) - 0.5).astype(np.int64)
-    hi = np.floor(xy.max(axis=1) - 0.5).astype(np.int64)
+    lo = np.ceil(xy.min(axis=1) - 0.5 - margin).astype(np.int64)
+    hi = np.floor(xy.max(axis=1) - 0.5 + margin).astype(np.int64)
     lo = np.maximum(lo, 0)
     hi = np.minimum(hi, [width - 1, height - 1])
     valid = np.all(hi >= lo, axis=1) & (np.abs(area) > 1e-12)
     ids_all = np.nonzero(valid)[0]
     sizes = hi[ids_all] - lo[ids_all] + 1
 
-    pixels, faces, barys = [], [], []
+    pixels, faces, barys, distances = [], [], [], []
     done = 0
     for sel, w, h in _batches(sizes, budget):
         reporter(stage, done / max(len(ids_all), 1))
@@ -96,16 +103,31 @@ def rasterize(
         w2 = 1.0 - w0 - w1
         eps = -1e-9
         inside = (w0 >= eps) & (w1 >= eps) & (w2 >= eps)
-        inside &= (cx <= hi[ids, 0][:, None]) & (cy <= hi[ids, 1][:, None])
-        r, k = np.nonzero(inside)
+        in_box = (cx <= hi[ids, 0][:, None]) & (cy <= hi[ids, 1][:, None])
+        if margin <= 0:
+            r, k = np.nonzero(inside & in_box)
+            bary = np.stack([w0[r, k], w1[r, k], w2[r, k]], axis=1)
+            dist = np.zeros(len(r))
+        else:
+            r, k = np.nonzero(in_box)
+            bary = np.clip(np.stack([w0[r, k], w1[r, k], w2[r, k]], axis=1), 0.0, None)
+            bary /= bary.sum(axis=1, keepdims=True)
+            near = np.einsum("kc,kcd->kd", bary, xy[ids[r]])
+            dist = np.hypot(near[:, 0] - px[r, k], near[:, 1] - py[r, k])
+            dist[inside[r, k]] = 0.0
+            ok = dist <= margin
+            r, k, bary, dist = r[ok], k[ok], bary[ok], dist[ok]
         pixels.append(cy[r, k] * width + cx[r, k])
         faces.append(ids[r])
-        barys.append(np.stack([w0[r, k], w1[r, k], w2[r, k]], axis=1))
+        barys.append(bary)
+        distances.append(dist)
         done += len(ids)
     reporter(stage, 1.0)
     if not pixels:
-        return Fragments(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 3)))
-    return Fragments(np.concatenate(pixels), np.concatenate(faces), np.concatenate(barys))
+        return Fragments(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 3)), np.zeros(0))
+    return Fragments(
+        np.concatenate(pixels), np.concatenate(faces), np.concatenate(barys), np.concatenate(distances)
+    )
 
 
 def nearest_per_pixel(frags: Fragments, depth: np.ndarray | None = None) -> np.ndarray:

@@ -14,6 +14,9 @@ from core.progress import Reporter
 
 MIN_TEXTURE = 64
 MAX_TEXTURE = 4096
+# Chart borders baked from their own chart; xatlas padding (in atlas texels) keeps charts
+# at least twice this far apart so the borders of two charts do not meet.
+BORDER_TEXELS = 1.5
 
 
 @dataclass
@@ -153,7 +156,7 @@ def unwrap(
     reporter: Reporter | None = None,
     piece_faces: int = 2000,
     chart_faces: float = 128.0,
-    padding: int = 3,
+    padding: int = 4,
 ) -> UVLayout:
     """Unwrap ``mesh`` to one UV atlas with xatlas.
 
@@ -200,13 +203,36 @@ def unwrap(
         faces.append(np.asarray(indices, np.int64).reshape(-1, 3) + offset)
         uvs.append(np.asarray(uv, np.float32))
         offset += len(vmapping)
+    vmapping, all_faces, all_uvs = np.concatenate(vmaps), np.concatenate(faces), np.concatenate(uvs)
+    _place_ignored_faces(vmapping, all_faces, all_uvs)
     reporter("unwrap", 1.0, f"{charts} charts")
-    return UVLayout(
-        vmapping=np.concatenate(vmaps),
-        faces=np.concatenate(faces).astype(np.int32),
-        uvs=np.concatenate(uvs),
-        charts=charts,
-    )
+    return UVLayout(vmapping=vmapping, faces=all_faces.astype(np.int32), uvs=all_uvs, charts=charts)
+
+
+def _place_ignored_faces(vmapping: np.ndarray, faces: np.ndarray, uvs: np.ndarray) -> None:
+    """Give UVs to the faces xatlas skipped, in place.
+
+    xatlas leaves near-zero-area slivers (marching cubes makes some where the surface
+    grazes a lattice point) out of every chart, with all corners at UV (0, 0), where
+    they would read whatever is baked in the atlas corner. Each such face is collapsed
+    onto the UV of one of its corners in a real chart: a sliver has no visible area, so
+    one texel of the right neighbourhood is the right colour for it.
+    """
+    tri = uvs[faces]  # (F, 3, 2)
+    area = np.abs(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]))
+    skipped = (area == 0) & np.all(tri.reshape(len(faces), -1) == 0, axis=1)
+    if not skipped.any():
+        return
+    # Source vertex -> the UV of one of its split copies that lies in a real chart.
+    placed = faces[~skipped].reshape(-1)
+    uv_of_source = np.full((int(vmapping.max()) + 1, 2), np.nan, np.float32)
+    uv_of_source[vmapping[placed]] = uvs[placed]
+    for f in np.nonzero(skipped)[0]:
+        for corner in faces[f]:
+            candidate = uv_of_source[vmapping[corner]]
+            if not np.isnan(candidate[0]):
+                uvs[faces[f]] = candidate
+                break
 
 
 def _query_albedo(field: Field, points: np.ndarray, reporter: Reporter, chunk: int = 1 << 18) -> np.ndarray:
@@ -227,8 +253,10 @@ def bake(
 
     Every texel whose centre lies in a UV triangle is mapped to its surface point (the
     same barycentric weights on the 3D triangle) and coloured by ``field.albedo`` there.
-    Every other texel takes the colour of the nearest covered texel (a full dilation),
-    so bilinear filtering and mipmaps across chart borders never pull in black.
+    Texels up to ``BORDER_TEXELS`` outside a chart are baked the same way from the nearest
+    point of the nearest triangle, so bilinear lookups at a chart's edge read that chart's
+    own surface and not a neighbour packed next to it. Every texel still empty takes the
+    colour of the nearest baked texel (a full dilation), so mipmaps never pull in black.
     """
     reporter = reporter or Reporter()
     _check_texture_size(texture_size)
@@ -236,8 +264,8 @@ def bake(
     vertices = mesh.vertices[layout.vmapping]
     # 1. Rasterise the UV triangles.
     uv_px = layout.uvs[layout.faces] * size  # (F, 3, 2) in texel units, glTF v-down = row
-    frags = rasterize(uv_px, size, size, reporter.sub(0.0, 0.3), stage="bake")
-    keep = nearest_per_pixel(frags)
+    frags = rasterize(uv_px, size, size, reporter.sub(0.0, 0.3), stage="bake", margin=BORDER_TEXELS)
+    keep = nearest_per_pixel(frags, depth=frags.distance)
     pix, face, bary = frags.pixel[keep], frags.face[keep], frags.bary[keep]
     if len(pix) == 0:
         raise AssetError("no texel is covered by the UV layout; use a larger texture_size")

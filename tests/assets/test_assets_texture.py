@@ -1,0 +1,97 @@
+"""UV unwrap and albedo bake: colours land where the field says, no black texels."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import numpy as np
+import pytest
+
+from core.assets.mesh import AssetError
+from core.assets.raster import nearest_per_pixel, rasterize
+from core.assets.texture import bake, unwrap
+from core.assets.turntable import _bilinear
+from core.progress import Cancelled, Reporter
+from tests.assets.conftest import BOTTOM, TOP
+
+
+def test_rasterizer_covers_each_pixel_centre_once() -> None:
+    # Two triangles splitting a 4x4 square along its diagonal cover its 16 pixel centres;
+    # centres on the shared diagonal may be reported twice, nearest_per_pixel keeps one.
+    xy = np.array([[[0, 0], [4, 0], [4, 4]], [[0, 0], [4, 4], [0, 4]]], np.float64)
+    frags = rasterize(xy, 8, 8)
+    keep = nearest_per_pixel(frags)
+    assert sorted(frags.pixel[keep].tolist()) == [r * 8 + c for r in range(4) for c in range(4)]
+    # Barycentric weights reproduce the pixel centres.
+    centres = np.einsum("kc,kcd->kd", frags.bary, xy[frags.face])
+    pix = frags.pixel
+    np.testing.assert_allclose(centres, np.stack([pix % 8 + 0.5, pix // 8 + 0.5], axis=1), atol=1e-9)
+
+
+def test_uv_layout_is_a_split_copy_of_the_mesh(two_tone_mesh) -> None:
+    layout = unwrap(two_tone_mesh, 256)
+    assert layout.faces.shape == two_tone_mesh.faces.shape
+
+    # Split faces reference the same source corners with the same winding (faces come out
+    # grouped by piece, so compare as sets of rotation-normalised triples).
+    def canonical(faces: np.ndarray) -> np.ndarray:
+        rolled = np.stack([np.roll(faces, -k, axis=1) for k in range(3)], axis=1)  # (F, 3, 3)
+        first = rolled[np.arange(len(faces)), np.argmin(faces, axis=1)]
+        return first[np.lexsort(first.T[::-1])]
+
+    np.testing.assert_array_equal(canonical(layout.vmapping[layout.faces]), canonical(two_tone_mesh.faces))
+    assert layout.uvs.min() >= 0.0 and layout.uvs.max() <= 1.0
+    assert layout.charts > 1
+
+
+def test_bake_reproduces_colour_regions(two_tone_textured) -> None:
+    tm = two_tone_textured
+    # Sample the texture inside every face (three interior points) and compare with the
+    # field's colour at the matching 3D point; faces within 0.02 m of the equator (the
+    # colour boundary, ~1 cell) may mix both colours under bilinear filtering.
+    weights = np.array([[0.6, 0.2, 0.2], [0.2, 0.6, 0.2], [0.2, 0.2, 0.6]])
+    uv = np.einsum("sc,fcd->fsd", weights, tm.uvs[tm.faces]).reshape(-1, 2)
+    pts = np.einsum("sc,fcd->fsd", weights, tm.vertices[tm.faces]).reshape(-1, 3)
+    sampled = _bilinear(tm.texture.astype(np.float64) / 255.0, uv)
+    expected = np.where((pts[:, 2] >= 0.5)[:, None], TOP, BOTTOM)
+    far = np.abs(pts[:, 2] - 0.5) > 0.02
+    assert far.mean() > 0.9
+    # Exact up to 8-bit rounding: every interior sample hits texels of its own region.
+    assert np.abs(sampled[far] - expected[far]).max() <= 0.5 / 255 + 1e-6
+
+
+def test_no_black_or_foreign_texels(two_tone_textured) -> None:
+    # After dilation every texel, covered or not, holds one of the two region colours:
+    # nothing black (unbaked) and no blend between them.
+    texels = {tuple(c) for c in np.unique(two_tone_textured.texture.reshape(-1, 3), axis=0)}
+    assert texels == {tuple(np.round(TOP * 255).astype(int)), tuple(np.round(BOTTOM * 255).astype(int))}
+
+
+def test_vertex_data(two_tone_textured) -> None:
+    tm = two_tone_textured
+    # Normals of a sphere centred at (0, 0, 0.5) point along the radius.
+    radial = tm.vertices - np.array([0, 0, 0.5], np.float32)
+    radial /= np.linalg.norm(radial, axis=1, keepdims=True)
+    assert np.einsum("ij,ij->i", radial, tm.normals).min() > 0.99
+    expected = np.where((tm.vertices[:, 2] >= 0.5)[:, None], TOP, BOTTOM)
+    np.testing.assert_allclose(tm.colors, expected)
+
+
+def test_texture_size_out_of_range(two_tone, two_tone_mesh) -> None:
+    with pytest.raises(AssetError, match=r"texture_size.*64\.\.4096"):
+        unwrap(two_tone_mesh, 8192)
+    layout = unwrap(two_tone_mesh, 64)
+    with pytest.raises(AssetError, match="texture_size"):
+        bake(two_tone, two_tone_mesh, layout, 32)
+
+
+def test_unwrap_cancellation_kills_the_xatlas_child(two_tone_mesh) -> None:
+    calls = {"n": 0}
+
+    def cancel() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 2  # cancel while xatlas runs in its child process
+
+    with pytest.raises(Cancelled):
+        unwrap(two_tone_mesh, 256, Reporter(cancel=cancel))
+    assert multiprocessing.active_children() == []
