@@ -1,0 +1,156 @@
+"""Turntable and import in bpy without a server: the loop, the framing, the scene left alone, clean failure."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tests.blender.bpy_harness import requires_bpy, run_bpy
+
+pytestmark = requires_bpy
+
+
+def test_turntable_loops_seamlessly_and_leaves_the_user_scene_alone(tmp_path):
+    run = run_bpy(
+        f"""
+        import math
+        from blender_addon import turntable as tt
+
+        def main():
+            scene = bpy.context.scene
+            user = (scene.render.engine, scene.render.resolution_x, scene.camera.name, scene.frame_end)
+            bpy.ops.mesh.primitive_cube_add(size=1.0, location=(1.0, 0.0, 0.5))
+            obj = bpy.context.active_object
+            opts = tt.TurntableOptions(frames=6, size=32, samples=1)
+            video = tt.render_turntable(obj, {str(tmp_path / "tt.mp4")!r}, opts)
+            ts = bpy.data.scenes[tt.TURNTABLE_SCENE]
+            pivot = ts.objects[tt.RIG_PREFIX + "Pivot"]
+            [fcurve] = tt.action_fcurves(pivot)
+            keys = [(k.co[0], k.co[1], k.interpolation) for k in fcurve.keyframe_points]
+            rot = [fcurve.evaluate(f) for f in range(1, 8)]
+            cam = ts.objects[tt.RIG_PREFIX + "Camera"]
+            ts.frame_set(1)
+            bpy.context.view_layer.update()
+            centre, radius = tt.world_bounds(obj)
+            # Stills at frame 1 and frame N+1 (one past the end) must be the same picture.
+            # (Rendered as one-frame animations: a still render of a non-active scene ignores frame_set.)
+            ts.render.image_settings.file_format = "PNG"
+            ts.render.filepath = {str(tmp_path)!r} + "/still_"
+            for frame in (1, 7, 2):
+                ts.frame_start = ts.frame_end = frame
+                bpy.ops.render.render(animation=True, scene=ts.name)
+            ts.frame_start, ts.frame_end = 1, opts.frames
+            strip = tt.add_video_strip(scene, video)
+            return {{
+                "keys": keys, "rot": rot, "extrapolation": fcurve.extrapolation,
+                "centre": list(centre), "radius": radius, "pivot": list(pivot.location),
+                "cam_local": list(cam.location), "cam_parent": cam.parent.name,
+                "engine": ts.render.engine, "size": [ts.render.resolution_x, ts.render.resolution_y],
+                "frames": [ts.frame_start, ts.frame_end], "codec": ts.render.ffmpeg.codec,
+                "user_after": [scene.render.engine, scene.render.resolution_x, scene.camera.name, scene.frame_end],
+                "user_before": list(user), "strip": [strip.type, strip.frame_final_duration, strip.channel],
+                "obj_in_user_scene": obj.name in scene.objects, "obj_in_tt_scene": obj.name in ts.objects,
+            }}
+        """,
+        tmp_path,
+    )
+    d = run.data
+    # Keys at frame 1 (0) and frame N+1 (2 pi), linear, so each of the N frames turns 2 pi / N.
+    assert d["keys"] == [[1.0, 0.0, "LINEAR"], [7.0, pytest.approx(2 * math.pi), "LINEAR"]]
+    assert d["rot"] == pytest.approx([k * math.pi / 3 for k in range(7)], abs=1e-5)
+    assert d["extrapolation"] == "LINEAR"
+    # A unit cube at (1, 0, 0.5): the rig turns about its centre; bounding radius = sqrt(3) / 2.
+    assert d["pivot"] == pytest.approx([1.0, 0.0, 0.5]) and d["centre"] == pytest.approx([1.0, 0.0, 0.5])
+    assert d["radius"] == pytest.approx(math.sqrt(3) / 2, abs=1e-5)
+    # Camera distance = radius * margin / sin(half fov); 50 mm lens on a 36 mm sensor, 15 degrees up.
+    half_fov = math.atan(36 / (2 * 50))
+    distance = math.sqrt(3) / 2 * 1.15 / math.sin(half_fov)
+    elevation = math.radians(15)
+    expected_cam = [0.0, -distance * math.cos(elevation), distance * math.sin(elevation)]
+    assert d["cam_local"] == pytest.approx(expected_cam, abs=1e-4)
+    assert d["cam_parent"] == "Kiln Turntable Pivot"
+    assert (d["engine"], d["size"], d["frames"], d["codec"]) == ("CYCLES", [32, 32], [1, 6], "H264")
+    # The user's scene is untouched: same engine, resolution, camera, range; the object stays in it.
+    assert d["user_after"] == d["user_before"]
+    assert d["obj_in_user_scene"] and d["obj_in_tt_scene"]
+    assert d["strip"] == ["MOVIE", 6, 1]
+    # Seamless: frame N+1 renders the same picture as frame 1; frame 2 (a 60 degree turn) differs.
+    from PIL import Image
+
+    s1, s5, s2 = (np.asarray(Image.open(tmp_path / f"still_{f:04d}.png"), np.float32) for f in (1, 7, 2))
+    # Measured (0..255 scale): frame 1 vs N+1 = 0.0 (same fixed render seed); frame 1 vs 2 = 7.9.
+    assert np.abs(s1 - s5).mean() < 0.5
+    assert np.abs(s1 - s2).mean() > 2.0
+    import imageio_ffmpeg
+
+    assert imageio_ffmpeg.count_frames_and_secs(str(tmp_path / "tt.mp4"))[0] == 6
+
+
+def test_import_places_names_packs_and_keeps_provenance(tmp_path):
+    run = run_bpy(
+        f"""
+        from pathlib import Path
+        from tests.blender.kiln_test_engine import write_glb
+        from blender_addon import importer
+
+        def main():
+            glb = Path({str(tmp_path / "box.glb")!r})
+            write_glb(glb, seed=4)
+            bpy.context.scene.cursor.location = (1.0, 2.0, 3.0)
+            obj = importer.import_glb(bpy.context, glb, "  a   tall box ", {{"seed": 4, "job_id": "f" * 32}})
+            images = importer.material_images(obj)
+            return {{
+                "name": obj.name, "location": list(obj.location), "collections": [c.name for c in obj.users_collection],
+                "props": {{k: obj[k] for k in obj.keys()}}, "active": bpy.context.view_layer.objects.active.name,
+                "selected": [o.name for o in bpy.context.selected_objects],
+                "packed": [bool(i.packed_file) for i in images], "dims": list(obj.dimensions),
+            }}
+        """,
+        tmp_path,
+    )
+    d = run.data
+    assert d["name"] == "a tall box"
+    assert d["location"] == pytest.approx([1.0, 2.0, 3.0])
+    assert d["collections"] == ["Kiln"]
+    assert d["props"] == {"kiln_prompt": "  a   tall box ", "kiln_seed": 4, "kiln_job_id": "f" * 32}
+    assert d["active"] == "a tall box" and d["selected"] == ["a tall box"]
+    assert d["packed"] == [True]
+    # The engine's box is 0.4 x 0.3 x 0.5 m in Z-up metres; glTF's Y-up is converted back on import.
+    assert d["dims"] == pytest.approx([0.4, 0.3, 0.5], abs=1e-5)
+
+
+def test_a_broken_glb_leaves_nothing_behind(tmp_path):
+    run = run_bpy(
+        f"""
+        from pathlib import Path
+        from blender_addon import importer
+
+        def counts():
+            return [len(getattr(bpy.data, a)) for a in ("objects", "meshes", "materials", "images", "collections")]
+
+        def main():
+            broken = Path({str(tmp_path / "broken.glb")!r})
+            broken.write_bytes(b"glTF" + b"\\x02\\x00\\x00\\x00" + b"\\xff" * 64)
+            not_glb = Path({str(tmp_path / "page.glb")!r})
+            not_glb.write_bytes(b"<html>")
+            before = counts()
+            errors = []
+            for path in (broken, not_glb):
+                try:
+                    importer.import_glb(bpy.context, path, "x")
+                except Exception as ex:
+                    errors.append(type(ex).__name__ + ": " + str(ex))
+            return {{"before": before, "after": counts(), "errors": errors}}
+        """,
+        tmp_path,
+    )
+    d = run.data
+    assert d["after"] == d["before"]
+    assert len(d["errors"]) == 2
+    assert d["errors"][
+        1
+    ] == f"ValueError: {tmp_path / 'page.glb'} is not a GLB file (starts with b'<htm'); " + (
+        "the download may be damaged"
+    )
