@@ -40,7 +40,7 @@ from server.schemas import (
 )
 from server.store import RUNNING, STATES, JobRecord, JobStore
 from server.supervisor import Supervisor, job_dir
-from server.uploads import UploadError, check_photo
+from server.uploads import UploadError, check_photo, guard_pillow
 
 log = logging.getLogger("kiln.server")
 
@@ -124,6 +124,7 @@ def _validation_error(exc: ValidationError, prefix: tuple[str, ...]) -> RequestV
 def create_app(config: ServerConfig) -> FastAPI:
     """Build the app; the job store and the worker start with its lifespan."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
+    guard_pillow(config.max_image_pixels)
     kinds = available_kinds(config.extra_engines, config.only_kinds)
     json_kinds = [k for k in kinds if k != PHOTO_KIND]
     JobRequest = job_request_model(json_kinds)
@@ -172,7 +173,9 @@ def create_app(config: ServerConfig) -> FastAPI:
         supervisor.wake()
         return job_out(job)
 
-    router = APIRouter(prefix="/v1", dependencies=[Depends(require_token)], responses={401: _ERROR})
+    router = APIRouter(
+        prefix="/v1", dependencies=[Depends(require_token)], responses={400: _ERROR, 401: _ERROR}
+    )
 
     @router.get("/info", response_model=Info)
     async def info() -> dict[str, Any]:

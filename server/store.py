@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     artifacts TEXT NOT NULL DEFAULT '{}',
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0,
+    owner TEXT NOT NULL DEFAULT '',
     version INTEGER NOT NULL DEFAULT 1,
     created_at TEXT NOT NULL,
     started_at TEXT,
@@ -115,6 +116,8 @@ class JobStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self.owner = secrets.token_hex(8)
+        """This store's claim mark: a running job owned by another mark was left by an earlier server."""
         self._local = threading.local()
         conn = self._conn()
         conn.execute("PRAGMA journal_mode=WAL")
@@ -208,13 +211,18 @@ class JobStore:
         return [(self.get(j.id) or j, what) for j, what in outcomes]
 
     def claim_next(self) -> JobRecord | None:
-        """Move the next job to running and return it: interrupted running jobs first, then FIFO."""
+        """Move the next job to running and return it.
+
+        Jobs left running by an earlier server (another owner mark) come first, then
+        queued jobs in submission order.
+        """
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
             row = conn.execute(
-                "SELECT id FROM jobs WHERE state = ? AND cancel_requested = 0 ORDER BY seq LIMIT 1",
-                (RUNNING,),
+                "SELECT id FROM jobs WHERE state = ? AND cancel_requested = 0 AND owner != ? "
+                "ORDER BY seq LIMIT 1",
+                (RUNNING, self.owner),
             ).fetchone()
             if row is None:
                 row = conn.execute(
@@ -226,8 +234,8 @@ class JobStore:
             conn.execute(
                 "UPDATE jobs SET state = ?, attempts = attempts + 1, started_at = COALESCE(started_at, ?), "
                 "eta_seconds = NULL, message = CASE WHEN state = ? THEN message ELSE 'starting' END, "
-                "version = version + 1 WHERE id = ?",
-                (RUNNING, utc_now(), RUNNING, row["id"]),
+                "owner = ?, version = version + 1 WHERE id = ?",
+                (RUNNING, utc_now(), RUNNING, self.owner, row["id"]),
             )
             conn.execute("COMMIT")
         except BaseException:
@@ -304,7 +312,8 @@ class JobStore:
         """A job stopped by a clean server shutdown: it resumes next start without costing an attempt."""
         self._write(
             "UPDATE jobs SET attempts = MAX(attempts - 1, 0), eta_seconds = NULL, "
-            "message = 'paused by a server shutdown; resumes on the next start', version = version + 1 "
+            "message = 'paused by a server shutdown; resumes on the next start', owner = '', "
+            "version = version + 1 "
             "WHERE id = ? AND state = ?",
             (job_id, RUNNING),
         )

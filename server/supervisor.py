@@ -148,7 +148,9 @@ class Supervisor:
             target=worker_main,
             args=(child_conn, self._cancel_event, self.config.extra_engines, os.getpid()),
             name="kiln-worker",
-            daemon=True,
+            # Not a daemon: engines may start processes of their own (daemons cannot). stop()
+            # ends it, and it exits by itself if the server dies (parent watchdog).
+            daemon=False,
         )
         proc.start()
         child_conn.close()

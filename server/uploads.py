@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
@@ -34,6 +35,16 @@ class PhotoInfo:
     height: int
 
 
+def guard_pillow(max_pixels: int) -> None:
+    """Set Pillow's process-wide decompression-bomb limit (call once, in the server process).
+
+    Pillow raises above twice this limit and warns above it; the warning is silenced
+    because ``check_photo`` refuses those images itself with a clearer message.
+    """
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
 def check_photo(data: bytes, max_bytes: int, max_pixels: int) -> PhotoInfo:
     """Accept ``data`` as a photo or raise UploadError (413 too big, 415 not a usable image).
 
@@ -47,9 +58,8 @@ def check_photo(data: bytes, max_bytes: int, max_pixels: int) -> PhotoInfo:
         )
     if not data:
         raise UploadError(415, "the photo part is empty; attach a PNG, JPEG or WebP file as the part 'photo'")
-    # 2. Header: format and size. Pillow's own guard (an error above 2 * MAX_IMAGE_PIXELS)
-    #    stays on as a second line behind the explicit check below.
-    Image.MAX_IMAGE_PIXELS = max_pixels
+    # 2. Header: format and size. Pillow's own guard (an error above 2 * MAX_IMAGE_PIXELS,
+    #    set by ``guard_pillow``) stays on as a second line behind the explicit check below.
     try:
         image = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.server.harness import FAST, PHOTO, SLOW, ServerProcess
+from tests.server.harness import FAST, PHOTO, SLOW, ServerProcess, private_tmp
 
 
 @pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
-    """Start servers with given args/env in this test's temp folder; all stopped at teardown."""
+def server_factory() -> Iterator[Callable[..., ServerProcess]]:
+    """Start servers with given args/env in a temp folder of their own; all stopped at teardown."""
     started: list[ServerProcess] = []
+    tmp_path = private_tmp()
 
     def make(args: list[str] | None = None, env: dict[str, str] | None = None, **kw: Any) -> ServerProcess:
         server = ServerProcess(tmp_path / f"data{len(started)}", list(args or []), dict(env or {}), **kw)
@@ -25,19 +26,22 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     yield make
     for server in started:
         server.stop()
+    shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def shared_server() -> Iterator[ServerProcess]:
     """One server for the tests that need no restarts: slow, fast and a test photo engine."""
+    tmp_path = private_tmp()
     server = ServerProcess(
-        tmp_path_factory.mktemp("shared") / "data",
+        tmp_path / "data",
         ["--engine", SLOW, "--engine", FAST, "--engine", PHOTO, "--cancel-grace", "1.5"],
         {"KILN_SLOW_STEPS": "6", "KILN_SLOW_STEP_S": "0.25"},
     )
     server.start()
     yield server
     server.stop()
+    shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,6 +54,11 @@ def engine_cases() -> list[Any]:
         }
         cases.append(pytest.param(EngineCase("avatar", request, 600), id="avatar", marks=pytest.mark.slow))
     return cases
+
+
+def private_tmp() -> Path:
+    """A temp folder pytest's own clean-up of old runs never touches (other sessions run pytest too)."""
+    return Path(tempfile.mkdtemp(prefix="kiln-server-test-"))
 
 
 def free_port() -> int:

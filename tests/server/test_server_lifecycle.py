@@ -43,7 +43,7 @@ def test_submit_poll_download(case: EngineCase, client: httpx.Client) -> None:
             break
         assert job["artifacts"] == []  # nothing is listed before the job succeeded
         time.sleep(0.05)
-    assert job["state"] == "succeeded", job
+    assert job["state"] == "succeeded", job["error"]
     assert job["progress"] == 1.0 and job["error"] is None and job["finished_at"] >= job["started_at"]
     assert seen[-1] != ("running", "") and any(s == "running" for s, _ in seen)
     names = {a["name"]: a for a in job["artifacts"]}

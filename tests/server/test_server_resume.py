@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from tests.server.harness import SLOW, finished, pid_alive, wait_for
 
 SLOW_ENV = {"KILN_SLOW_STEPS": "8", "KILN_SLOW_STEP_S": "0.4"}
+pytestmark = pytest.mark.slow  # several server starts each (20-40 s on 2 cores)
+
 REQUEST = {"kind": "slow", "prompt": "resume me", "output": {"turntable_frames": 6}}
 
 

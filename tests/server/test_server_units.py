@@ -1,0 +1,167 @@
+"""In-process units of the server: job store transitions, config checks, photo checks, artifact rules."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from server.config import ServerConfig, default_data_dir, is_loopback, parse_engine_specs
+from server.store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Artifact, JobStore
+from server.supervisor import collect_artifacts, crash_reason
+from server.uploads import UploadError, check_photo
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> JobStore:
+    return JobStore(tmp_path / "jobs.sqlite3")
+
+
+def test_store_is_wal_and_fifo(store: JobStore) -> None:
+    assert store._conn().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    a, b = store.create("k", {"n": 1}), store.create("k", {"n": 2})
+    assert (a.state, a.version, a.attempts) == (QUEUED, 1, 0)
+    first = store.claim_next()
+    assert first is not None and first.id == a.id and first.state == RUNNING and first.attempts == 1
+    assert first.version == 2 and first.started_at is not None
+    # A job this store claimed is never handed out again; the next queued one is.
+    assert store.claim_next().id == b.id
+    assert store.claim_next() is None
+    assert store.count(QUEUED) == 0 and store.count(RUNNING) == 2
+
+
+def test_store_progress_and_finish_only_while_active(store: JobStore) -> None:
+    job = store.create("k", {})
+    assert not store.update_progress(job.id, "s", 0.5, "m", None)  # queued: no progress
+    store.claim_next()
+    assert store.update_progress(job.id, "bake", 0.5, "half", 3.0)
+    got = store.get(job.id)
+    assert (got.stage, got.progress, got.message, got.eta_seconds, got.version) == (
+        "bake",
+        0.5,
+        "half",
+        3.0,
+        3,
+    )
+    art = Artifact("asset.glb", "out/asset.glb", 10)
+    assert store.finish(job.id, SUCCEEDED, "done", artifacts=[art])
+    done = store.get(job.id)
+    assert done.state == SUCCEEDED and done.progress == 1.0 and done.artifacts == (art,)
+    # A finished job never changes again.
+    assert not store.finish(job.id, FAILED, error="late")
+    assert not store.update_progress(job.id, "x", 0.1, "", None)
+    assert store.get(job.id).state == SUCCEEDED
+
+
+def test_store_cancel_queued_running_finished(store: JobStore) -> None:
+    running, queued = store.create("k", {}), store.create("k", {})
+    store.claim_next()
+    assert store.request_cancel(queued.id).state == CANCELLED
+    flagged = store.request_cancel(running.id)
+    assert flagged.state == RUNNING and flagged.cancel_requested and flagged.message == "cancelling"
+    v = flagged.version
+    assert store.request_cancel(running.id).version == v  # asking twice changes nothing
+    assert store.claim_next() is None  # a cancel-flagged running job is not resumed
+    assert not store.delete(running.id)  # active jobs are not deleted
+    assert store.delete(queued.id) and store.get(queued.id) is None
+
+
+def test_store_recover_after_crash(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    store = JobStore(path)
+    resume, cancel, doomed = (store.create("k", {}) for _ in range(3))
+    for _ in range(3):
+        store.claim_next()
+    store.request_cancel(cancel.id)
+    for _ in range(2):  # two more starts of the third job: 3 attempts in all
+        store._conn().execute("UPDATE jobs SET attempts = attempts + 1 WHERE id = ?", (doomed.id,))
+    store.close()
+    # A new process opens the same file, as after kill -9.
+    again = JobStore(path)
+    outcomes = {job.id: what for job, what in again.recover(max_attempts=3)}
+    assert outcomes == {resume.id: "resume", cancel.id: "cancelled", doomed.id: "failed"}
+    assert again.get(resume.id).state == RUNNING and "resuming" in again.get(resume.id).message
+    assert again.get(cancel.id).state == CANCELLED
+    assert "interrupted 3 times" in again.get(doomed.id).error
+    nxt = again.claim_next()
+    assert nxt.id == resume.id and nxt.attempts == 2  # running jobs first, attempt counted
+    again.release(resume.id)
+    assert again.get(resume.id).attempts == 1
+
+
+def test_loopback_and_token_rules() -> None:
+    assert all(is_loopback(h) for h in ("127.0.0.1", "localhost", "::1", "[::1]", "127.0.0.2"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "192.168.1.5", "example.com"))
+    with pytest.raises(ValueError, match="needs a token"):
+        ServerConfig(host="0.0.0.0").check()
+    ServerConfig(host="0.0.0.0", token="long-enough-secret").check()
+    with pytest.raises(ValueError, match="too short"):
+        ServerConfig(token="abc").check()
+    ServerConfig().check()  # loopback without a token is fine
+
+
+def test_engine_specs_and_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert parse_engine_specs(["a=m.n:f", " b = x:y ", ""]) == {"a": "m.n:f", "b": "x:y"}
+    for bad in ("nokind", "a=module", "a=:f", "a b=m:f"):
+        with pytest.raises(ValueError):
+            parse_engine_specs([bad])
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert default_data_dir() == tmp_path / "kiln"
+    monkeypatch.setenv("XDG_DATA_HOME", "relative/path")  # invalid per XDG: ignored
+    assert default_data_dir() == Path.home() / ".local" / "share" / "kiln"
+
+
+def _png(w: int, h: int, mode: str = "RGB") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, (w, h)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_check_photo_limits() -> None:
+    info = check_photo(_png(40, 30), max_bytes=10**6, max_pixels=10**6)
+    assert (info.format, info.extension, info.width, info.height) == ("PNG", "png", 40, 30)
+    with pytest.raises(UploadError) as e:
+        check_photo(_png(40, 30), max_bytes=10, max_pixels=10**6)
+    assert e.value.status == 413
+    # 1200 pixels over a 1000-pixel limit: refused from the header, with the numbers.
+    with pytest.raises(UploadError) as e:
+        check_photo(_png(40, 30), max_bytes=10**6, max_pixels=1000)
+    assert e.value.status == 413 and "40 x 30" in e.value.detail
+    for bad in (b"", b"not an image", _png(40, 30)[:50]):
+        with pytest.raises(UploadError) as e:
+            check_photo(bad, max_bytes=10**6, max_pixels=10**6)
+        assert e.value.status == 415
+
+
+def test_collect_artifacts_rules(tmp_path: Path) -> None:
+    work = tmp_path / "job"
+    (work / "out").mkdir(parents=True)
+    (work / "out" / "asset.glb").write_bytes(b"12345")
+    outside = tmp_path / "secret.txt"
+    outside.write_text("x")
+    arts = collect_artifacts({"asset.glb": str(work / "out" / "asset.glb")}, work)
+    assert arts == [Artifact("asset.glb", "out/asset.glb", 5)]
+    assert collect_artifacts({"asset.glb": "out/asset.glb"}, work) == arts  # relative to the job folder
+    for bad in (
+        {"../x": "out/asset.glb"},
+        {".hidden": "out/asset.glb"},
+        {"a/b": "out/asset.glb"},
+        {"secret.txt": str(outside)},
+        {"x.glb": "out/missing.glb"},
+        {"up": "../secret.txt"},
+    ):
+        with pytest.raises(ValueError):
+            collect_artifacts(bad, work)
+    (work / "link.glb").symlink_to(outside)
+    with pytest.raises(ValueError):
+        collect_artifacts({"link.glb": "link.glb"}, work)  # a symlink out of the folder
+
+
+def test_crash_reasons() -> None:
+    assert "killed by SIGKILL (often the system running out of memory) during stage 'bake'" in crash_reason(
+        -9, "bake"
+    )
+    assert "exited with code 3" in crash_reason(3, "")
+    assert "killed by SIGSEGV" in crash_reason(-11, "x")
