@@ -52,7 +52,7 @@ class KILN_OT_generate(bpy.types.Operator):
             self.report({"ERROR"}, f"Kiln: {ex}")
             return {"CANCELLED"}
         photo = None
-        if request.kind == "photo_avatar":
+        if settings.mode == "PHOTO":
             photo = Path(bpy.path.abspath(settings.photo_path)) if settings.photo_path else None
             if photo is None or not photo.is_file():
                 self.report({"ERROR"}, "Kiln: pick a photo (PNG/JPEG/WebP) first")

@@ -65,6 +65,7 @@ class VIEW3D_PT_kiln(bpy.types.Panel):
                 op = row.operator("kiln.attribute_remove", text="", icon="X", emboss=False)
                 op.index = index
         col = layout.column()
+        col.prop(settings, "custom_kind")
         col.prop(settings, "auto_import")
         col.prop(settings, "turntable_after_generate")
         layout.operator("kiln.generate", icon="PLAY")

@@ -86,6 +86,10 @@ class KILN_PG_settings(bpy.types.PropertyGroup):
         default="1024",
     )
     auto_import: BoolProperty(name="Import When Done", default=True)
+    custom_kind: StringProperty(
+        name="Custom Kind",
+        description="A job kind the server added (kiln-server --engine KIND=...); empty uses the mode's engine",
+    )
 
     # Turntable.
     turntable_frames: IntProperty(
@@ -109,7 +113,7 @@ class KILN_PG_settings(bpy.types.PropertyGroup):
     def to_request(self) -> JobRequest:
         """The panel's settings as a job request (raises ValueError on bad input)."""
         seed = None if self.use_random_seed else min(self.seed, SEED_MAX)
-        kind = MODE_TO_KIND[self.mode]
+        kind = self.custom_kind.strip() or MODE_TO_KIND[self.mode]
         attributes = {a.key.strip(): a.value.strip() for a in self.attributes if a.key.strip()}
         request = JobRequest(
             kind=kind,

@@ -116,11 +116,16 @@ def run_blocking(context, scene, item, spec: JobSpec, settings=None, verbose: bo
     client = settings.client()
     label = item.prompt or item.local_id
 
+    printed: list[str] = [""]
+
     def on_update(update: JobUpdate) -> None:
         apply_update(context, scene, item, update)
         if verbose and update.job is not None and not update.done:
             job = update.job
-            print(f"kiln: {label[:40]}: {job.state} {job.stage} {job.progress:.0%} {job.message}", flush=True)
+            line = f"kiln: {label[:40]}: {job.state} {job.stage} {job.progress:.0%} {job.message}".rstrip()
+            if line != printed[0]:
+                print(line, flush=True)
+                printed[0] = line
 
     # Import errors raise out of apply_update on the final update; keep them in the item.
     try:
