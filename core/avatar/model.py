@@ -1,0 +1,153 @@
+"""The shipped avatar model: load weights, generate tri-planes from partial attributes and a seed."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from core.avatar.attributes import ATTRIBUTE_NAMES, AvatarAttributes
+from core.avatar.conditioning import condition_from_partial
+from core.avatar.diffusion import DiffusionConfig, PlaneNormalizer, TriplaneUNet, ddim_sample, roll_in
+from core.avatar.triplane import TriplaneConfig, TriplaneDecoder, TriplaneField
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+"""Where the repository's trained model lives (model.safetensors + model.json)."""
+
+MAX_BATCH = 64
+"""Largest number of avatars one ``generate`` call makes (memory grows linearly with it)."""
+
+DEFAULT_GUIDANCE = 2.0
+"""Classifier-free guidance scale used when a request gives none."""
+
+
+class ModelError(ValueError):
+    """The model files are missing or do not match this code; the message says what to do."""
+
+
+@dataclass
+class AvatarModel:
+    """A trained tri-plane decoder + denoiser + normalisation statistics.
+
+    Example:
+        >>> model = AvatarModel.load()
+        >>> planes = model.generate({"hair_style": "bob", "glasses": "round"}, seed=3)
+        >>> field = model.field(planes[0])   # a core.fields.Field for the asset path
+    """
+
+    decoder: TriplaneDecoder
+    unet: TriplaneUNet
+    normalizer: PlaneNormalizer
+    meta: dict
+
+    @classmethod
+    def load(cls, folder: Path | str = WEIGHTS_DIR, name: str = "model") -> AvatarModel:
+        """Load ``folder/{name}.safetensors`` and ``folder/{name}.json`` (written by ``core.avatar.train``)."""
+        folder = Path(folder)
+        weights, meta_path = folder / f"{name}.safetensors", folder / f"{name}.json"
+        if not weights.is_file() or not meta_path.is_file():
+            raise ModelError(
+                f"avatar model files not found ({weights}, {meta_path}); train and export one with "
+                "`python -m core.avatar.train --stage all ...` then `--stage export --out DIR`"
+            )
+        try:
+            from safetensors.torch import load_file
+        except ImportError as e:  # pragma: no cover - install problem
+            raise ModelError("the avatar model needs `safetensors`; pip install safetensors") from e
+        meta = json.loads(meta_path.read_text())
+        if meta.get("attributes") != list(ATTRIBUTE_NAMES):
+            raise ModelError(
+                f"{meta_path} was trained for attributes {meta.get('attributes')}, this code has "
+                f"{list(ATTRIBUTE_NAMES)}; retrain the model for the current vocabulary"
+            )
+        tcfg = TriplaneConfig(**meta["triplane"])
+        dcfg = DiffusionConfig(
+            **{**meta["diffusion"], "channel_mults": tuple(meta["diffusion"]["channel_mults"])}
+        )
+        tensors = load_file(str(weights))
+        decoder = TriplaneDecoder(tcfg)
+        unet = TriplaneUNet(tcfg.channels, tcfg.resolution, dcfg)
+        try:
+            decoder.load_state_dict(
+                {k[8:]: v.float() for k, v in tensors.items() if k.startswith("decoder.")}
+            )
+            unet.load_state_dict({k[5:]: v.float() for k, v in tensors.items() if k.startswith("unet.")})
+        except RuntimeError as e:
+            raise ModelError(f"{weights} does not match {meta_path} ({e}); re-export the model") from e
+        norm = PlaneNormalizer(tensors["norm.mean"].float(), tensors["norm.std"].float())
+        return cls(decoder.eval(), unet.eval(), norm, meta)
+
+    @property
+    def plane_shape(self) -> tuple[int, int, int, int]:
+        c = self.decoder.cfg
+        return (3, c.channels, c.resolution, c.resolution)
+
+    def initial_noise(self, seed: int, n: int) -> torch.Tensor:
+        """The starting noise of ``n`` samples for ``seed`` -> (n, C, R, 3R).
+
+        It depends only on the seed (never on the attributes), so changing one attribute with
+        the same seed keeps the rest of the avatar recognisably the same.
+        """
+        _, C, R, _ = self.plane_shape
+        gen = torch.Generator().manual_seed(int(seed))
+        return torch.randn((n, C, R, 3 * R), generator=gen)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        attributes: Mapping[str, str] | AvatarAttributes | None = None,
+        seed: int = 0,
+        n: int = 1,
+        guidance_scale: float = DEFAULT_GUIDANCE,
+        steps: int = 25,
+        callback: Callable[[int, int], None] | None = None,
+    ) -> torch.Tensor:
+        """Sample tri-planes for (possibly partial) attributes.
+
+        Args:
+            attributes: attribute -> value; unspecified attributes vary with the seed.
+            seed: the same seed and inputs give the same planes.
+            n: number of avatars, 1 .. MAX_BATCH.
+            guidance_scale: classifier-free guidance, 1 .. 10.
+            steps: DDIM steps, 1 .. 200.
+            callback: called with (step, steps) after every DDIM step.
+
+        Returns:
+            (n, 3, C, R, R) planes for ``field``.
+        """
+        # 1. Check inputs.
+        if not 1 <= int(n) <= MAX_BATCH:
+            raise ValueError(
+                f"n must be between 1 and {MAX_BATCH} avatars per call, got {n}; split larger batches"
+            )
+        if not 1.0 <= float(guidance_scale) <= 10.0:
+            raise ValueError(f"guidance_scale must be between 1 and 10, got {guidance_scale}")
+        if not 1 <= int(steps) <= 200:
+            raise ValueError(f"steps must be between 1 and 200, got {steps}")
+        values = attributes.to_dict() if isinstance(attributes, AvatarAttributes) else dict(attributes or {})
+        cond = torch.from_numpy(condition_from_partial(values))[None].expand(n, -1)
+        # 2. Denoise from the seed's noise.
+        x = ddim_sample(
+            self.unet, cond, self.initial_noise(seed, n), int(steps), float(guidance_scale), callback
+        )
+        # 3. Back to planes in the decoder's units.
+        return self.normalizer.denormalize(roll_in(x))
+
+    def field(self, planes: torch.Tensor) -> TriplaneField:
+        """One avatar's planes (3, C, R, R) as a Kiln SDF field."""
+        return TriplaneField(planes, self.decoder)
+
+
+_CACHE: dict[Path, AvatarModel] = {}
+
+
+def default_model() -> AvatarModel:
+    """The model in ``$KILN_AVATAR_MODEL`` (a folder) if set, else the shipped one; loaded once per process."""
+    key = Path(os.environ.get("KILN_AVATAR_MODEL") or WEIGHTS_DIR).resolve()
+    if key not in _CACHE:
+        _CACHE[key] = AvatarModel.load(key)
+    return _CACHE[key]
