@@ -45,12 +45,12 @@ class ClientSettings:
 
 
 def default_output_dir() -> Path:
-    """``<extension user path>/outputs``, or a temp folder when the add-on is not an extension."""
+    """``<extension user path>/outputs``; Blender's user data folder when not installed as an extension."""
     try:
         return Path(bpy.utils.extension_path_user(ADDON_ID, path="outputs", create=True))
     except (ValueError, AttributeError):
-        # Not installed as an extension (loaded from the repo by a script).
-        return Path(bpy.app.tempdir or "/tmp") / "kiln_outputs"
+        # Loaded from the repo by a script: not an extension. (Not bpy.app.tempdir: Blender deletes it.)
+        return Path(bpy.utils.user_resource("DATAFILES", path="kiln_outputs", create=True))
 
 
 class KILN_AddonPreferences(bpy.types.AddonPreferences):

@@ -53,7 +53,9 @@ def check_zip(path: Path) -> list[str]:
         names = zf.namelist()
     stray = sorted({n.split("/", 1)[0] for n in names} - ALLOWED_TOP)
     if stray:
-        raise SystemExit(f"{path} holds files that are not part of the add-on: {stray}; fix [build] in {MANIFEST}")
+        raise SystemExit(
+            f"{path} holds files that are not part of the add-on: {stray}; fix [build] in {MANIFEST}"
+        )
     if not any(n.startswith("blender_addon/") and n.endswith(".py") for n in names):
         raise SystemExit(f"{path} holds no blender_addon/*.py; was the add-on excluded by mistake?")
     if any("__pycache__" in n or n.endswith(".pyc") for n in names):
@@ -71,7 +73,9 @@ def build(out_dir: Path, source_dir: Path = REPO) -> Path:
     if ext.main(["validate", str(source_dir)], args_internal=False) != 0:
         raise SystemExit(f"{source_dir / MANIFEST} is not valid (see above)")
     # 2. The zip.
-    if ext.main(["build", "--source-dir", str(source_dir), "--output-filepath", str(zip_path)], args_internal=False):
+    if ext.main(
+        ["build", "--source-dir", str(source_dir), "--output-filepath", str(zip_path)], args_internal=False
+    ):
         raise SystemExit("the extension build failed (see above)")
     # 3. The zip as Blender will read it, and its contents.
     if ext.main(["validate", str(zip_path)], args_internal=False) != 0:
@@ -83,7 +87,9 @@ def build(out_dir: Path, source_dir: Path = REPO) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out-dir", type=Path, default=REPO / "dist", help="where the zip goes (default: dist/)")
+    parser.add_argument(
+        "--out-dir", type=Path, default=REPO / "dist", help="where the zip goes (default: dist/)"
+    )
     args = parser.parse_args(argv)
     build(args.out_dir.resolve())
     return 0

@@ -3,7 +3,9 @@
 The server loads it with ``--engine kiln_test_box=tests.blender.kiln_test_engine:run_job``, so the
 add-on's whole path (HTTP, download, glTF import, material, turntable) runs against a real server
 process before the avatar engine is installed. The box is 0.4 x 0.3 x 0.5 m (Z up) and its
-base-colour texture is a 16 x 16 PNG whose colour comes from the seed. A prompt holding
+base-colour texture is a 16 x 16 PNG whose colour comes from the seed, or for a photo job
+(registered as ``photo_avatar=...:run_job``) the photo's mean colour, so a test can see the
+uploaded bytes arrived. A prompt holding
 ``__slow__`` reports progress for ``KILN_TEST_SLOW_S`` seconds first (default 30), so a test
 can kill the server mid-job; ``__fail__`` fails the job with a reason.
 """
@@ -40,11 +42,15 @@ def box_mesh(size: tuple[float, float, float] = SIZE) -> tuple[np.ndarray, np.nd
     return np.array(verts, np.float32), np.array(faces, np.int64), np.array(uvs, np.float32)
 
 
-def texture_png(seed: int, edge: int = 16) -> bytes:
+def texture_png(seed: int, edge: int = 16, photo: Path | None = None) -> bytes:
+    """The box's texture: a colour from the seed, or the mean colour of the uploaded photo."""
     from PIL import Image
 
-    rng = np.random.default_rng(seed)
-    colour = (rng.uniform(0.2, 0.9, 3) * 255).astype(np.uint8)
+    if photo is not None:
+        colour = np.asarray(Image.open(photo).convert("RGB"), np.float64).reshape(-1, 3).mean(0).round()
+        colour = colour.astype(np.uint8)
+    else:
+        colour = (np.random.default_rng(seed).uniform(0.2, 0.9, 3) * 255).astype(np.uint8)
     pixels = np.broadcast_to(colour, (edge, edge, 3)).copy()
     pixels[::4] //= 2  # stripes, so the texture is visibly an image
     buf = io.BytesIO()
@@ -52,12 +58,12 @@ def texture_png(seed: int, edge: int = 16) -> bytes:
     return buf.getvalue()
 
 
-def write_glb(path: Path, seed: int) -> None:
+def write_glb(path: Path, seed: int, photo: Path | None = None) -> None:
     import trimesh
     from PIL import Image
 
     verts, faces, uvs = box_mesh()
-    image = Image.open(io.BytesIO(texture_png(seed)))
+    image = Image.open(io.BytesIO(texture_png(seed, photo=photo)))
     material = trimesh.visual.material.PBRMaterial(
         baseColorTexture=image, metallicFactor=0.0, roughnessFactor=0.8
     )
@@ -82,6 +88,7 @@ def run_job(params: dict[str, Any], work_dir: Path, reporter: Reporter) -> dict[
             time.sleep(0.05)
     reporter("export", 0.95, "writing asset.glb")
     out = work_dir / "asset.glb"
-    write_glb(out, int(params.get("seed") or 0))
+    photo = params.get("photo_path")
+    write_glb(out, int(params.get("seed") or 0), Path(photo) if photo else None)
     reporter("done", 1.0, "finished")
     return {"asset.glb": out}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.blender.bpy_harness import KilnServer, http_json, requires_bpy, run_bpy
+from tests.blender.bpy_harness import TEST_ENGINE, KilnServer, http_json, requires_bpy, run_bpy
 
 pytestmark = requires_bpy
 
@@ -41,6 +41,7 @@ def inspect(blend):
                     "node": node.type if node else None,
                     "packed": bool(image and image.packed_file),
                     "size": list(image.size) if image else None,
+                    "pixel": [round(v * 255) for v in image.pixels[:3]] if image else None,
                 })
         entry["base_color"] = base
         objects.append(entry)
@@ -112,7 +113,8 @@ def test_batch_generates_imports_and_renders(kiln_server, tmp_path):
     # The test box is 0.4 x 0.3 x 0.5 m: its largest dimension survives the glTF round trip.
     assert obj["dims"] == [pytest.approx(0.5, abs=1e-4)]
     # Base colour comes from an image texture packed into the .blend (16 x 16 PNG from the engine).
-    assert obj["base_color"] == [{"node": "TEX_IMAGE", "packed": True, "size": [16, 16]}]
+    [base] = obj["base_color"]
+    assert (base["node"], base["packed"], base["size"]) == ("TEX_IMAGE", True, [16, 16])
     # The MP4 has exactly the turntable's frames, and the VSE strip plays all of them.
     assert _frames(out / "a_small_red_box_turntable.mp4") == 6
     assert data["strips"] == [
@@ -242,3 +244,27 @@ def test_prompts_file_runs_each_prompt_and_reports_failures(kiln_server, tmp_pat
     states = sorted(j["state"] for j in data["jobs"])
     assert states == ["failed", "succeeded", "succeeded"]
     assert data["strips"] == []  # no --turntable, no video
+
+
+def test_photo_upload_reaches_the_engine(tmp_path):
+    # The server's photo route feeds kind photo_avatar; here it runs the test engine, which paints
+    # the box with the photo's mean colour, so the colour proves the uploaded bytes arrived intact.
+    from PIL import Image
+
+    photo = tmp_path / "face.png"
+    Image.new("RGB", (32, 32), (200, 40, 90)).save(photo)
+    engines = (TEST_ENGINE, "photo_avatar=tests.blender.kiln_test_engine:run_job")
+    server = KilnServer(tmp_path / "server_data", engines=engines).start()
+    out = tmp_path / "out"
+    try:
+        argv = ["generate", "--photo", str(photo), "--out", str(out), "--server", server.url, "--seed", "1"]
+        run = run_bpy(_batch_script(argv), tmp_path)
+    finally:
+        server.stop()
+    data = run.data
+    assert data["code"] == 0, run.stderr[-3000:]
+    assert data["files"] == ["kiln.blend", "photo_face.glb"]
+    [obj] = data["objects"]
+    assert obj["name"] == "photo face" and obj["props"]["kiln_kind"] == "photo_avatar"
+    # Bottom-left texel (an unstriped row) is exactly the photo's colour.
+    assert obj["base_color"][0]["pixel"] == [200, 40, 90]

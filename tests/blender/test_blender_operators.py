@@ -163,7 +163,8 @@ def pump_until(runtime, item, done, limit=60.0):
             raise RuntimeError("job did not finish: " + str(item_facts(item)))
         t = time.perf_counter()
         runtime._pump()
-        durations.append(time.perf_counter() - t)
+        if item.state in ("submitting", "queued", "running"):  # not the call that imported the result
+            durations.append(time.perf_counter() - t)
         progress.append(item.progress)
         time.sleep(0.05)
     return durations, progress
@@ -213,9 +214,11 @@ def main():
     ui = d["ui"]
     assert ui["item"]["state"] == "succeeded" and ui["item"]["object_name"] == "a slow box __slow__"
     assert ui["in_kiln"]
-    # The job takes >= 1.5 s; every pump call returns in well under a frame budget (measured ~1 ms).
+    # The job takes >= 1.5 s, yet every pump call while it runs returns at once: it only drains a
+    # queue (the HTTP waits are on the worker). The call that imports the GLB took ~0.1 s here.
     assert ui["elapsed"] >= SLOW_S
-    assert ui["max_pump"] < 0.25, ui
+    assert ui["pumps"] >= 10
+    assert ui["max_pump"] < 0.05, ui
     # Progress reached the main thread while the job ran (the engine reports 0 .. 0.9 while waiting).
     assert len(ui["mid_progress"]) >= 2
     assert d["cancel_op"] == ["FINISHED"]
