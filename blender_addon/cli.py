@@ -8,6 +8,7 @@ the process, so a script that imports bpy can call it:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--image-plane", action="store_true", help="also put the video on a plane")
     gen.add_argument("--blend", default="kiln.blend", help="file name of the saved .blend inside --out")
     gen.add_argument("--server", help="server URL (default: the add-on preferences)")
-    gen.add_argument("--token", help="server token (default: the add-on preferences)")
+    gen.add_argument("--token", help="server token (default: the add-on preferences, then env KILN_TOKEN)")
     gen.add_argument("--timeout", type=float, help="seconds per request")
     gen.add_argument("--poll-interval", type=float, help="seconds between status polls")
     return parser
@@ -122,7 +123,7 @@ def generate_assets(args: argparse.Namespace, context=None) -> tuple[list[Genera
     base = client_settings(context)
     settings = ClientSettings(
         server_url=args.server or base.server_url,
-        token=args.token if args.token is not None else base.token,
+        token=args.token if args.token is not None else (base.token or os.environ.get("KILN_TOKEN", "")),
         timeout=args.timeout or base.timeout,
         poll_interval=args.poll_interval or base.poll_interval,
     )

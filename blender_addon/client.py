@@ -20,6 +20,8 @@ from typing import Any
 from .protocol import Job, JobRequest, ServerInfo, error_detail_text
 
 DEFAULT_URL = "http://127.0.0.1:8765"
+MAX_PHOTO_BYTES = 20 * 1024 * 1024
+"""The server refuses larger uploads (413); checked here first so nothing large is sent in vain."""
 USER_AGENT = "kiln-blender-addon/0.1"
 _CHUNK = 1 << 20
 
@@ -65,8 +67,8 @@ def check_online_access(url: str, online_access: bool) -> None:
     if not online_access and not is_loopback_url(url):
         raise OnlineAccessDisabled(
             f"Blender's online access is off, so Kiln will not contact the remote server {url}. "
-            "Turn on Preferences > System > Network > Allow Online Access, "
-            "or run the Kiln server on this computer (http://127.0.0.1:8765)."
+            "Turn on Preferences > System > Network > Allow Online Access (or start Blender with "
+            "--online-mode), or run the Kiln server on this computer (http://127.0.0.1:8765)."
         )
 
 
@@ -194,6 +196,12 @@ class KilnClient:
         photo = Path(photo)
         if not photo.is_file():
             raise KilnError(f"the photo {photo} does not exist; pick an image file")
+        size = photo.stat().st_size
+        if size > MAX_PHOTO_BYTES:
+            raise KilnError(
+                f"the photo {photo.name} is {size / 2**20:.1f} MB; the server accepts up to "
+                f"{MAX_PHOTO_BYTES / 2**20:.0f} MB, so save a smaller JPEG"
+            )
         request.validate()
         boundary = uuid.uuid4().hex
         content_type = mimetypes.guess_type(photo.name)[0] or "application/octet-stream"

@@ -281,7 +281,13 @@ class KILN_OT_render_turntable(bpy.types.Operator):
         )
         bpy.app.handlers.render_complete.append(_render_done)
         bpy.app.handlers.render_cancel.append(_render_cancelled)
-        bpy.ops.render.render("INVOKE_DEFAULT", animation=True, scene=tt_scene.name)
+        try:
+            bpy.ops.render.render("INVOKE_DEFAULT", animation=True, scene=tt_scene.name)
+        except RuntimeError as ex:
+            _remove_render_handlers()
+            _pending_render.clear()
+            self.report({"ERROR"}, f"Kiln: the turntable render did not start: {ex}")
+            return {"CANCELLED"}
         bpy.app.timers.register(_finish_interactive_render, first_interval=0.5)
         return {"FINISHED"}
 

@@ -12,15 +12,16 @@ class KILN_UL_jobs(bpy.types.UIList):
     def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index):
         row = layout.row(align=True)
         label = item.prompt or item.job_id[:8] or "job"
-        if item.state in ACTIVE_STATES or item.state == "submitting":
+        if item.error:
+            # Also a job still running on a server we lost: Resume (the refresh button) follows it again.
+            row.label(text=label, icon="ERROR")
+            row.label(text="lost" if item.state in ACTIVE_STATES else item.state)
+        elif item.state in ACTIVE_STATES or item.state == "submitting":
             row.label(text=label, icon="SORTTIME")
             text = f"{item.stage or item.state} {item.progress:.0%}"
             row.progress(factor=item.progress, type="BAR", text=text)
             op = row.operator("kiln.cancel", text="", icon="CANCEL", emboss=False)
             op.index = index
-        elif item.error:
-            row.label(text=label, icon="ERROR")
-            row.label(text=item.state)
         else:
             row.label(text=label, icon="CHECKMARK" if item.state == "succeeded" else "X")
             row.label(text=item.object_name or item.state)

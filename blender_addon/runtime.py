@@ -229,7 +229,14 @@ def resume_jobs(context, scenes=None) -> int:
         if kiln is None:
             continue
         for item in kiln.jobs:
-            if not item.job_id or item.state not in ACTIVE_STATES or is_running(item.local_id):
+            if is_running(item.local_id):
+                continue
+            if not item.job_id and item.state == "submitting":
+                # Saved or closed before the server answered: there is no job to follow.
+                item.state = "failed"
+                item.error = "Blender stopped before the server accepted this job; generate it again"
+                continue
+            if not item.job_id or item.state not in ACTIVE_STATES:
                 continue
             spec = make_spec(item, None, None, settings.resolved_output_dir())
             item.error = ""

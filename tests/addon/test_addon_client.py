@@ -231,3 +231,12 @@ def test_url_normalisation():
         normalize_url("  ")
     with pytest.raises(KilnError, match="http"):
         normalize_url("ftp://host")
+
+
+def test_oversized_photo_is_refused_before_upload(server, tmp_path):
+    photo = tmp_path / "huge.jpg"
+    with open(photo, "wb") as fh:
+        fh.truncate(21 * 2**20)  # sparse: 21 MB on paper, nothing on disk
+    with pytest.raises(KilnError, match=r"huge.jpg is 21.0 MB; the server accepts up to 20 MB"):
+        KilnClient(server.url).create_photo_job(photo, JobRequest("photo_avatar"))
+    assert server.seen == []

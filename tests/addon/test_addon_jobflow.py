@@ -150,7 +150,7 @@ def test_thread_detach_stops_following_without_cancelling(server, make_job, tmp_
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"kind": "video"}, "job kind 'video' is unknown"),
+        ({"kind": "a b"}, "job kind 'a b' is not a kind name"),
         ({"preset": "ultra"}, "preset 'ultra' is unknown"),
         ({"seed": -1}, "seed is -1; use a value from 0 to 2147483647"),
     ],
