@@ -25,8 +25,8 @@ CANON_V = (-0.9, 2.0)
 SKIN_REF = SKIN
 HAIR_REF = HAIR
 IRIS_REF = IRIS
-# Hair colours that exist only as colour (dyes) cannot be told apart from grey in a greyscale photo.
-_GREY_READABLE_HAIR = ("black", "brown", "grey", "white")
+# In a greyscale photo only lightness is left: these hair colours are the ones it can tell.
+_GREY_READABLE_HAIR = ("black", "grey", "white")
 
 
 @dataclass(frozen=True)
@@ -644,6 +644,8 @@ def read_attributes(photo: Photo, face: fm.FaceLandmarks) -> PhotoReading:
         hc = readings.get("hair_color")
         if hc is not None and hc.value not in _GREY_READABLE_HAIR:
             readings.pop("hair_color")
+        elif hc is not None:
+            readings["hair_color"] = Reading(hc.value, 0.8 * hc.confidence, hc.evidence + " (greyscale)")
     small = _ramp(af.face_px, fm.MIN_FACE_PX, fm.SMALL_FACE_PX * 1.5)
     if small < 1.0:
         readings = {

@@ -163,11 +163,19 @@ def test_astronaut_has_landmarks_where_the_face_is(astronaut):
     assert p[fm.EYE_LEFT, 0].mean() < p[fm.NOSE_TIP, 0] < p[fm.EYE_RIGHT, 0].mean()
 
 
-def test_blank_image_has_no_face():
-    blank = np.full((256, 256, 3), 200, np.uint8)
+def test_blank_image_has_no_face(tmp_path: Path):
+    blank = _encode(np.full((256, 256, 3), 200, np.uint8))
     with pytest.raises(fm.NoFaceError, match="no face found") as err:
-        read_photo(_encode(blank))
+        read_photo(blank)
     assert err.value.reason == "no_face"
+    # Through the job: the same sentence, and the job folder stays empty.
+    photo = tmp_path / "blank.png"
+    photo.write_bytes(blank)
+    work = tmp_path / "job"
+    work.mkdir()
+    with pytest.raises(JobError, match="no face found"):
+        run_photo_avatar_job({"photo_path": str(photo), "prompt": "a red cap"}, work, Reporter())
+    assert list(work.iterdir()) == []
 
 
 def test_several_faces_use_the_largest_with_a_warning(astronaut):
@@ -193,3 +201,89 @@ def test_rgb_to_lab_reference_values():
     lab = rgb_to_lab(np.array([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [119 / 255] * 3]))
     assert np.allclose(lab[:, 0], [100.0, 0.0, 50.0], atol=0.3)
     assert np.allclose(lab[:, 1:], 0.0, atol=0.3)
+
+
+def test_lab_to_rgb_inverts_rgb_to_lab():
+    from core.avatar.face_attributes import lab_to_rgb
+
+    rgb = np.random.default_rng(0).uniform(0, 1, (200, 3))
+    assert np.allclose(lab_to_rgb(rgb_to_lab(rgb)), rgb, atol=1e-3)
+
+
+# -- read-back: synthetic renders with ground truth, real photos ------------------------------
+
+SYNTH_ATTRS = ("skin_tone", "hair_color", "beard", "glasses")
+
+
+def test_synthetic_renders_read_back_above_chance():
+    from core.avatar.attributes import VOCAB, sample_attributes
+    from core.avatar.engine import AvatarField
+    from core.avatar.synthetic_photo import PhotoCamera, random_lighting, render_photo
+
+    camera = PhotoCamera(size=160, view_height=0.42, look_at=(0.0, 0.0, 0.06))
+    read = correct = total = 0
+    for seed in range(100, 106):  # six avatars, not hand-picked; hats off so the hair shows
+        rng = np.random.default_rng(seed)
+        attrs = sample_attributes(rng, {"headwear": "none"})
+        img = render_photo(AvatarField(attrs, seed=seed), random_lighting(rng), camera, rng)
+        used = read_photo(_encode(img)).attributes()
+        for name in SYNTH_ATTRS:
+            if name == "hair_color" and attrs.hair_style == "bald":
+                continue
+            total += 1
+            if name in used:
+                read += 1
+                correct += used[name] == getattr(attrs, name)
+    # Chance (uniform guess) over these attributes: (1/6 + 1/8 + 1/4 + 1/3) / 4 = 0.22.
+    chance = float(np.mean([1 / len(VOCAB[n]) for n in SYNTH_ATTRS]))
+    assert abs(chance - 0.219) < 1e-3
+    # Measured on these seeds: 18 of 23 readings confident, 17 of those 18 right (0.94; the miss
+    # is light stubble read as none). Required: at least chance + 0.4 = 0.62 right among the
+    # confident readings, and confident on at least half of them.
+    assert read >= total / 2, (read, total)
+    assert correct / read >= chance + 0.4, (correct, read)
+
+
+def test_astronaut_reads_plausibly_and_makes_an_avatar_mesh(astronaut):
+    from core.assets.mesh import extract_mesh
+    from core.avatar.attributes import sample_attributes
+    from core.avatar.engine import AvatarField
+
+    reading = read_photo(_encode(astronaut))
+    used = reading.attributes()
+    # Eileen Collins, 1990s NASA portrait: fair skin, short hair, no glasses, no facial hair.
+    assert used.get("skin_tone") in ("very_light", "light", "medium")
+    assert used.get("hair_style", "short") in ("short", "bob", "buzz")
+    assert used.get("glasses", "none") == "none"
+    assert used.get("beard", "none") == "none" and used.get("moustache", "none") == "none"
+    # Every reading names a vocabulary value and a confidence in [0, 1].
+    for name, r in reading.readings.items():
+        assert 0.0 <= r.confidence <= 1.0 and r.evidence
+        assert name in reading.to_json()["read"]
+    # The read attributes drive the avatar engine to a closed mesh.
+    attrs = sample_attributes(np.random.default_rng(0), used)
+    mesh = extract_mesh(AvatarField(attrs, seed=0), resolution=64)
+    assert len(mesh.faces) > 1000
+
+
+def test_grace_hopper_photo_from_matplotlib():
+    cbook = pytest.importorskip("matplotlib.cbook")
+    path = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    reading = read_photo(path)
+    used = reading.attributes()
+    # A fair-skinned woman without glasses or beard (she wears a dark navy cap, read as hair).
+    assert used.get("skin_tone", "light") in ("very_light", "light", "medium")
+    assert used.get("glasses", "none") == "none"
+    assert used.get("beard", "none") == "none"
+
+
+def test_prompt_words_and_request_override_the_photo(astronaut, tmp_path: Path):
+    from core.pipelines.photo_avatar import plan_photo_avatar
+
+    base = read_photo(_encode(astronaut)).attributes()
+    assert base.get("glasses") == "none" and "skin_tone" in base
+    plan = plan_photo_avatar(_encode(astronaut), "but with a red cap and blue hair", {"glasses": "round"})
+    assert plan.attributes["headwear"] == "cap" and plan.attributes["headwear_color"] == "red"
+    assert plan.attributes["hair_color"] == "blue" and plan.sources["hair_color"] == "prompt"
+    assert plan.attributes["glasses"] == "round" and plan.sources["glasses"] == "request"
+    assert plan.attributes["skin_tone"] == base["skin_tone"] and plan.sources["skin_tone"] == "photo"
