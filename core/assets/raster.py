@@ -18,7 +18,7 @@ class Fragments:
         pixel: (K,) int64 flat pixel index ``row * width + col``.
         face: (K,) int64 triangle index.
         bary: (K, 3) float64 screen-space barycentric weights of the pixel centre; with
-            ``margin`` > 0, of the point of the triangle nearest to it (weights >= 0).
+            ``margin`` > 0, of (about) the point of the triangle nearest to it (weights >= 0).
         distance: (K,) float64 pixel distance from the centre to that point (0 inside).
     """
 
@@ -67,9 +67,9 @@ def rasterize(
         reporter: progress and cancellation, reached after every batch.
         stage: stage name for the reporter.
         budget: candidate pixels per vectorised batch (memory ~ 100 bytes each).
-        margin: also report pixel centres up to this many pixels outside a triangle,
-            with the weights of (about) the nearest point on it: a conservative
-            rasterisation used to bake the texels along chart borders from their own chart.
+        margin: also report pixel centres up to this many pixels outside a triangle, with
+            the weights of (about) its nearest point on the triangle: a conservative
+            rasterisation, used to bake the texels along UV chart borders.
 
     Returns:
         Fragments for all covered (pixel, triangle) pairs; degenerate triangles cover nothing.
@@ -130,11 +130,11 @@ def rasterize(
     )
 
 
-def nearest_per_pixel(frags: Fragments, depth: np.ndarray | None = None) -> np.ndarray:
-    """Indices into ``frags`` keeping one fragment per pixel: the smallest ``depth``, else the first."""
+def nearest_per_pixel(frags: Fragments, depth: np.ndarray) -> np.ndarray:
+    """Indices into ``frags`` keeping one fragment per pixel: the one with the smallest ``depth``."""
     if len(frags.pixel) == 0:
         return np.zeros(0, np.int64)
-    order = np.lexsort((depth, frags.pixel)) if depth is not None else np.argsort(frags.pixel, kind="stable")
+    order = np.lexsort((depth, frags.pixel))
     pix = frags.pixel[order]
     first = np.ones(len(pix), bool)
     first[1:] = pix[1:] != pix[:-1]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.assets.mesh import AssetError, Mesh, vertex_normals
-from core.assets.raster import nearest_per_pixel, rasterize
+from core.assets.raster import Fragments, nearest_per_pixel, rasterize
 from core.fields.base import Field
 from core.progress import Reporter
 
@@ -262,32 +262,56 @@ def bake(
     _check_texture_size(texture_size)
     size = int(texture_size)
     vertices = mesh.vertices[layout.vmapping]
-    # 1. Rasterise the UV triangles.
-    uv_px = layout.uvs[layout.faces] * size  # (F, 3, 2) in texel units, glTF v-down = row
-    frags = rasterize(uv_px, size, size, reporter.sub(0.0, 0.3), stage="bake", margin=BORDER_TEXELS)
-    keep = nearest_per_pixel(frags, depth=frags.distance)
-    pix, face, bary = frags.pixel[keep], frags.face[keep], frags.bary[keep]
-    if len(pix) == 0:
+    # 1. Rasterise the UV triangles: texel -> (face, barycentric weights). A centre on an
+    # edge shared by two faces may come twice; either face gives the same surface point.
+    uv_px = layout.uvs[layout.faces].astype(np.float64) * size  # (F, 3, 2), glTF v-down = row
+    frags = rasterize(uv_px, size, size, reporter.sub(0.0, 0.3), stage="bake")
+    if len(frags.pixel) == 0:
         raise AssetError("no texel is covered by the UV layout; use a larger texture_size")
-    # 2. Texel -> surface point -> albedo.
-    tri = vertices.astype(np.float64)[layout.faces[face]]  # (K, 3, 3)
-    points = np.einsum("kc,kcd->kd", bary, tri).astype(np.float32)
-    colours = _query_albedo(field, points, reporter.sub(0.3, 0.9))
-    # 3. Dilate: each empty texel copies its nearest covered texel.
+    face_of = np.full(size * size, -1, np.int64)
+    face_of[frags.pixel] = frags.face
+    bary_of = np.zeros((size * size, 3))
+    bary_of[frags.pixel] = frags.bary
+    covered = face_of >= 0
+    # 2. Chart borders: texels within BORDER_TEXELS outside a chart are baked from the
+    # nearest point of the nearest chart-border triangle, so bilinear lookups at a chart's
+    # edge read that chart's own surface and not the neighbour packed next to it. Only
+    # triangles with a seam edge (an edge of one face in the split mesh) can be nearest.
+    f = layout.faces.astype(np.int64)
+    lo_v = np.minimum(f, np.roll(f, -1, axis=1)).reshape(-1)  # edges (0,1), (1,2), (2,0) per face
+    hi_v = np.maximum(f, np.roll(f, -1, axis=1)).reshape(-1)
+    _, edge_id, edge_count = np.unique(
+        lo_v * (int(f.max()) + 1) + hi_v, return_inverse=True, return_counts=True
+    )
+    seam_face = np.unique(np.nonzero(edge_count[edge_id] == 1)[0] // 3)
+    ring = rasterize(uv_px[seam_face], size, size, reporter.sub(0.3, 0.4), stage="bake", margin=BORDER_TEXELS)
+    outside = ~covered[ring.pixel]
+    if outside.any():
+        sub = Fragments(
+            ring.pixel[outside], seam_face[ring.face[outside]], ring.bary[outside], ring.distance[outside]
+        )
+        keep = nearest_per_pixel(sub, sub.distance)
+        face_of[sub.pixel[keep]] = sub.face[keep]
+        bary_of[sub.pixel[keep]] = sub.bary[keep]
+    # 3. Texel -> surface point -> albedo.
+    baked = np.nonzero(face_of >= 0)[0]
+    tri = vertices.astype(np.float64)[layout.faces[face_of[baked]]]  # (K, 3, 3)
+    points = np.einsum("kc,kcd->kd", bary_of[baked], tri).astype(np.float32)
+    colours = _query_albedo(field, points, reporter.sub(0.4, 0.9))
+    # 4. Dilate: every other texel copies its nearest baked texel, so mipmaps see no black.
     reporter("bake", 0.9, "dilating seams")
     from scipy.ndimage import distance_transform_edt
 
     image = np.zeros((size * size, 3), np.float32)
-    image[pix] = colours
-    covered = np.zeros(size * size, bool)
-    covered[pix] = True
-    _, (rows, cols) = distance_transform_edt(~covered.reshape(size, size), return_indices=True)
+    image[baked] = colours
+    rest = face_of < 0
+    _, (rows, cols) = distance_transform_edt(rest.reshape(size, size), return_indices=True)
     image = image.reshape(size, size, 3)[rows, cols]
     texture = np.round(image * 255.0).astype(np.uint8)
-    # 4. Per-vertex data: smooth normals of the unsplit mesh, albedo for vertex colours.
+    # 5. Per-vertex data: smooth normals of the unsplit mesh, albedo for vertex colours.
     normals = vertex_normals(mesh.vertices, mesh.faces)[layout.vmapping]
     colors = _query_albedo(field, vertices, Reporter(cancel=reporter.cancel))
-    reporter("bake", 1.0, f"{len(pix)} texels baked")
+    reporter("bake", 1.0, f"{len(baked)} texels baked")
     return TexturedMesh(
         vertices=vertices.astype(np.float32),
         faces=layout.faces.astype(np.int32),

@@ -226,33 +226,35 @@ def render_turntable(
     os.close(fd)
     tmp = Path(tmp_name)
     even = size + (size % 2)
-    writer = imageio_ffmpeg.write_frames(
-        str(tmp),
-        (even, even),
-        fps=fps,
-        codec="libx264",
-        pix_fmt_in="rgb24",
-        pix_fmt_out="yuv420p",
-        quality=7,
-        macro_block_size=2,
-        ffmpeg_log_level="error",
-        output_params=["-movflags", "+faststart"],
-    )
+    writer = None  # started with the first frame, so a cancel before it leaves no ffmpeg behind
     finished = False
     try:
-        writer.send(None)
         for i in range(frames):
             reporter("turntable", (i + 1) / (frames + 1), f"frame {i + 1}/{frames}")
             img = first if i == 0 else frame(i, frames)
             if even != size:
                 img = np.pad(img, ((0, 1), (0, 1), (0, 0)), mode="edge")
+            if writer is None:
+                writer = imageio_ffmpeg.write_frames(
+                    str(tmp),
+                    (even, even),
+                    fps=fps,
+                    codec="libx264",
+                    pix_fmt_in="rgb24",
+                    pix_fmt_out="yuv420p",
+                    quality=7,
+                    macro_block_size=2,
+                    ffmpeg_log_level="error",
+                    output_params=["-movflags", "+faststart"],
+                )
+                writer.send(None)
             writer.send(np.ascontiguousarray(img))
         writer.close()
         finished = True
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, mp4_path)
     finally:
-        if not finished:
+        if writer is not None and not finished:
             # Closing a generator mid-stream makes imageio-ffmpeg stop ffmpeg.
             writer.close()
         tmp.unlink(missing_ok=True)

@@ -57,8 +57,8 @@ class SphereField(Field):
         self.bbox_max = self.center + half
 
     def value(self, points: np.ndarray) -> np.ndarray:
-        pts = _points(points)
-        return (np.linalg.norm(pts - self.center, axis=1) - self.radius).astype(np.float32)
+        d = _points(points) - self.center
+        return (np.sqrt(np.einsum("ij,ij->i", d, d)) - self.radius).astype(np.float32)
 
     def albedo(self, points: np.ndarray) -> np.ndarray:
         pts = _points(points)

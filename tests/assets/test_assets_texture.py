@@ -20,12 +20,26 @@ def test_rasterizer_covers_each_pixel_centre_once() -> None:
     # centres on the shared diagonal may be reported twice, nearest_per_pixel keeps one.
     xy = np.array([[[0, 0], [4, 0], [4, 4]], [[0, 0], [4, 4], [0, 4]]], np.float64)
     frags = rasterize(xy, 8, 8)
-    keep = nearest_per_pixel(frags)
+    keep = nearest_per_pixel(frags, np.zeros(len(frags.pixel)))
     assert sorted(frags.pixel[keep].tolist()) == [r * 8 + c for r in range(4) for c in range(4)]
     # Barycentric weights reproduce the pixel centres.
     centres = np.einsum("kc,kcd->kd", frags.bary, xy[frags.face])
     pix = frags.pixel
     np.testing.assert_allclose(centres, np.stack([pix % 8 + 0.5, pix // 8 + 0.5], axis=1), atol=1e-9)
+
+
+def test_nearest_per_pixel_keeps_the_smallest_depth() -> None:
+    # Triangle 0 covers the 4x4 square's lower-left half, triangle 1 the whole square twice
+    # over (a big triangle); depth 1 for triangle 0, 2 for triangle 1: triangle 0 wins where
+    # it covers, triangle 1 elsewhere.
+    xy = np.array([[[0, 0], [4, 4], [0, 4]], [[0, 0], [8, 0], [0, 8]]], np.float64)
+    frags = rasterize(xy, 4, 4)
+    keep = nearest_per_pixel(frags, np.where(frags.face == 0, 1.0, 2.0))
+    winner = dict(zip(frags.pixel[keep].tolist(), frags.face[keep].tolist(), strict=True))
+    assert len(winner) == 16
+    for pix, face in winner.items():
+        r, c = divmod(pix, 4)
+        assert face == (0 if c + 0.5 <= r + 0.5 else 1)
 
 
 def test_uv_layout_is_a_split_copy_of_the_mesh(two_tone_mesh) -> None:
