@@ -89,8 +89,13 @@ class Grid:
 
 def make_grid(field: Field, resolution: int) -> Grid:
     """Cubic cells: ``resolution`` samples on the longest bbox axis, proportionally fewer elsewhere."""
-    lo = np.asarray(field.bbox_min, np.float64).reshape(3)
-    hi = np.asarray(field.bbox_max, np.float64).reshape(3)
+    try:
+        lo = np.asarray(field.bbox_min, np.float64).reshape(3)
+        hi = np.asarray(field.bbox_max, np.float64).reshape(3)
+    except (AttributeError, ValueError, TypeError) as exc:
+        raise AssetError(
+            f"{type(field).__name__} needs bbox_min and bbox_max, each three numbers in metres ({exc})"
+        ) from exc
     extent = hi - lo
     if not np.all(np.isfinite(extent)) or np.any(extent <= 0):
         raise AssetError(f"field bbox must be finite with max > min on every axis, got {lo} .. {hi}")
@@ -186,7 +191,13 @@ def extract_mesh(
             pts[..., 0] = xs[:, None, None]
             pts[..., 1] = yy
             pts[..., 2] = zz
-            values = np.asarray(field.value(pts.reshape(-1, 3)), dtype=np.float32).reshape(real, ny, nz)
+            values = np.asarray(field.value(pts.reshape(-1, 3)), dtype=np.float32)
+            if values.size != real * ny * nz:
+                raise AssetError(
+                    f"{type(field).__name__}.value returned shape {values.shape} for {real * ny * nz} points; "
+                    "it must return one value per point, shape (N,)"
+                )
+            values = values.reshape(real, ny, nz)
             bad = ~np.isfinite(values)
             if bad.any():
                 i = np.argwhere(bad)[0]

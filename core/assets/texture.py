@@ -105,7 +105,19 @@ def _xatlas_job(
     return [atlas[i] for i in range(atlas.mesh_count)], int(atlas.chart_count)
 
 
+def _die_with_parent() -> None:
+    """Linux: have the kernel kill this child if its parent dies (e.g. a killed worker)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not glibc: the child still ends on its own when xatlas returns
+
+
 def _child(conn, args) -> None:  # pragma: no cover - runs in a forked process
+    _die_with_parent()
     try:
         conn.send(("ok", _xatlas_job(*args)))
     except Exception as exc:  # report any failure to the parent instead of dying silently
@@ -118,11 +130,16 @@ def _run_cancellable(args: tuple, reporter: Reporter, stage: str, poll: float = 
     """Run the xatlas job in a forked child so that cancellation can stop it mid-way.
 
     xatlas holds the GIL for its whole run, so neither a thread nor a signal can
-    interrupt it; a child process can be killed. Without ``fork`` (not Linux) it runs inline.
+    interrupt it; a child process can be killed. Without ``fork``, or inside a daemonic
+    process, it runs inline and a cancel lands when it returns.
     """
-    if "fork" not in multiprocessing.get_all_start_methods():
-        reporter(stage, 0.1, "charting (not cancellable on this platform)")
-        return _xatlas_job(*args)
+    if "fork" not in multiprocessing.get_all_start_methods() or multiprocessing.current_process().daemon:
+        # No fork (not Linux/macOS) or a daemonic process (which may not have children).
+        reporter(stage, 0.1, "charting (not cancellable here)")
+        try:
+            return _xatlas_job(*args)
+        except RuntimeError as exc:
+            raise AssetError(f"UV unwrap failed: {exc}; retry with fewer faces (max_faces)") from exc
     ctx = multiprocessing.get_context("fork")
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(child, args), daemon=True)
@@ -239,7 +256,13 @@ def _query_albedo(field: Field, points: np.ndarray, reporter: Reporter, chunk: i
     out = np.empty((len(points), 3), np.float32)
     for start in range(0, len(points), chunk):
         reporter("bake", start / max(len(points), 1), "querying albedo")
-        rgb = np.asarray(field.albedo(points[start : start + chunk]), np.float32)
+        part = points[start : start + chunk]
+        rgb = np.asarray(field.albedo(part), np.float32)
+        if rgb.shape != (len(part), 3):
+            raise AssetError(
+                f"{type(field).__name__}.albedo returned shape {rgb.shape} for {len(part)} points; "
+                "it must return (N, 3) RGB in [0, 1]"
+            )
         out[start : start + chunk] = rgb
     if not np.all(np.isfinite(out)):
         raise AssetError("the field returned NaN/inf albedo; fix the field's colour output")

@@ -190,3 +190,19 @@ def test_cancellation_stops_before_the_next_slab() -> None:
         extract_mesh(field, 128, reporter=Reporter(cancel=cancel), chunk=128 * 128)
     # One check precedes each slab's evaluation: exactly 3 slabs were evaluated, of ~129.
     assert field.calls == 3
+
+
+class WrongShape(SphereField):
+    def value(self, points):
+        return super().value(points)[:, None].repeat(2, axis=1)
+
+
+def test_field_contract_violations_are_named() -> None:
+    with pytest.raises(
+        AssetError, match=r"WrongShape\.value returned shape .* must return one value per point"
+    ):
+        extract_mesh(WrongShape(), 64)
+    field = SphereField()
+    del field.bbox_min
+    with pytest.raises(AssetError, match="needs bbox_min and bbox_max"):
+        extract_mesh(field, 64)

@@ -109,3 +109,15 @@ def test_unwrap_cancellation_kills_the_xatlas_child(two_tone_mesh) -> None:
     with pytest.raises(Cancelled):
         unwrap(two_tone_mesh, 256, Reporter(cancel=cancel))
     assert multiprocessing.active_children() == []
+
+
+def test_bad_albedo_shape_is_named(two_tone_mesh) -> None:
+    from core.fields.analytic import SphereField
+
+    class Grey(SphereField):
+        def albedo(self, points):
+            return np.full(len(points), 0.5, np.float32)  # (N,) instead of (N, 3)
+
+    layout = unwrap(two_tone_mesh, 64)
+    with pytest.raises(AssetError, match=r"Grey\.albedo returned shape .* must return \(N, 3\)"):
+        bake(Grey(0.5, (0, 0, 0.5)), two_tone_mesh, layout, 64)
