@@ -84,13 +84,14 @@ def run_photo_avatar_job(params: dict[str, Any], work_dir: Path, reporter: Repor
     photo_path = params.get("photo_path")
     if not photo_path:
         raise JobError("a photo_avatar job needs a photo; upload one with POST /v1/jobs/photo")
-    reporter("read_photo", 0.0, "finding the face in the photo")
+    read_reporter = reporter.sub(0.0, 0.05)
+    read_reporter("read_photo", 0.0, "finding the face in the photo")
     try:
         plan = plan_photo_avatar(Path(photo_path), params.get("prompt") or "", params.get("attributes"))
     except (PhotoError, AttributeValueError) as e:
         raise JobError(str(e)) from e
     used = ", ".join(f"{n}={v}" for n, v in plan.reading.attributes().items()) or "nothing confidently"
-    reporter("read_photo", 1.0, f"read from the photo: {used}")
+    read_reporter("read_photo", 1.0, f"read from the photo: {used}")
 
     # 2. Generate with the avatar pipeline.
     try:

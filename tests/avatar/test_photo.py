@@ -287,3 +287,46 @@ def test_prompt_words_and_request_override_the_photo(astronaut, tmp_path: Path):
     assert plan.attributes["hair_color"] == "blue" and plan.sources["hair_color"] == "prompt"
     assert plan.attributes["glasses"] == "round" and plan.sources["glasses"] == "request"
     assert plan.attributes["skin_tone"] == base["skin_tone"] and plan.sources["skin_tone"] == "photo"
+
+
+@pytest.mark.slow
+def test_photo_job_end_to_end_with_a_smoke_model(astronaut, tmp_path: Path, monkeypatch):
+    # The whole job on a model trained for seconds ("smoke" preset): photo -> attributes ->
+    # tri-plane diffusion -> GLB, with prompt and request overrides recorded per attribute.
+    import json
+
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    from core.avatar import train
+
+    cfg = train.preset("smoke")
+    assert train.run("all", cfg, tmp_path / "train", 5.0, log=lambda msg: None)
+    train.export(cfg, tmp_path / "train", tmp_path / "model")
+    monkeypatch.setenv("KILN_AVATAR_MODEL", str(tmp_path / "model"))
+
+    photo = tmp_path / "astronaut.jpg"
+    photo.write_bytes(_encode(astronaut, "JPEG", quality=92))
+    events = []
+    params = {
+        "photo_path": str(photo),
+        "prompt": "but with a red cap",
+        "seed": 1,
+        "attributes": {"glasses": "round"},
+        "output": {"resolution": 64, "texture_size": 256, "turntable_frames": 0},
+    }
+    artifacts = run_photo_avatar_job(params, tmp_path / "job", Reporter(callback=events.append))
+
+    assert {"asset.glb", "preview.png", "attributes.json"} <= set(artifacts)
+    assert artifacts["asset.glb"].read_bytes()[:4] == b"glTF"
+    record = json.loads(artifacts["attributes.json"].read_text())
+    # Photo < prompt < request, and the model was conditioned on the merged values.
+    assert record["attributes"]["headwear"] == "cap" and record["sources"]["headwear"] == "prompt"
+    assert record["attributes"]["glasses"] == "round" and record["sources"]["glasses"] == "request"
+    assert record["photo"]["read"]["glasses"]["value"] == "none"  # what the photo showed
+    skin = record["photo"]["read"]["skin_tone"]
+    assert skin["used"] and record["attributes"]["skin_tone"] == skin["value"]
+    assert record["sources"]["skin_tone"] == "photo"
+    # Reading the photo is the first 5 % of the job's progress; the job ends at 1.
+    assert events[0].stage == "read_photo" and events[0].fraction == 0.0
+    assert all(e.fraction <= 0.05 for e in events if e.stage == "read_photo")
+    assert events[-1].fraction == 1.0
