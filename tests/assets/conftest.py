@@ -37,6 +37,27 @@ def two_tone_textured(two_tone, two_tone_mesh) -> TexturedMesh:
     return texture_mesh(two_tone, two_tone_mesh, 256)
 
 
+@pytest.fixture
+def top_colour() -> np.ndarray:
+    return TOP
+
+
+@pytest.fixture
+def bottom_colour() -> np.ndarray:
+    return BOTTOM
+
+
+@pytest.fixture
+def validate_glb():
+    """Callable: path -> CompletedProcess of tools/validate_gltf.mjs (skips without node/validator)."""
+    command = validator_command()
+
+    def run(path: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([*command, str(path)], capture_output=True, text=True, timeout=120)
+
+    return run
+
+
 def validator_command() -> list[str]:
     """The node command that runs the Khronos validator, or skip with the reason."""
     node = shutil.which("node")
@@ -45,7 +66,3 @@ def validator_command() -> list[str]:
     if not (REPO / "node_modules" / "gltf-validator").is_dir():
         pytest.skip("node_modules/gltf-validator is missing: run `npm ci` in the repository root")
     return [node, str(VALIDATOR)]
-
-
-def run_validator(path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([*validator_command(), str(path)], capture_output=True, text=True, timeout=120)

@@ -15,7 +15,6 @@ from core.assets.gltf import build_glb, write_glb
 from core.assets.mesh import AssetError
 from core.assets.texture import TexturedMesh, texture_mesh
 from core.assets.turntable import _bilinear
-from tests.assets.conftest import BOTTOM, TOP, run_validator
 
 
 def read_glb(path: Path) -> tuple[dict, bytes]:
@@ -36,9 +35,9 @@ def glb_path(two_tone_textured, tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("vertex_colors", [False, True])
-def test_khronos_validator_finds_no_errors(two_tone_textured, tmp_path, vertex_colors) -> None:
+def test_khronos_validator_finds_no_errors(two_tone_textured, tmp_path, vertex_colors, validate_glb) -> None:
     path = write_glb(two_tone_textured, tmp_path / "asset.glb", vertex_colors=vertex_colors)
-    result = run_validator(path)
+    result = validate_glb(path)
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
     assert report["numErrors"] == 0
@@ -55,7 +54,7 @@ def test_reimport_with_trimesh_keeps_vertices_and_texture(glb_path, two_tone_tex
     np.testing.assert_array_equal(np.asarray(image.convert("RGB")), two_tone_textured.texture)
 
 
-def test_axes_ground_and_uv_convention(glb_path) -> None:
+def test_axes_ground_and_uv_convention(glb_path, top_colour, bottom_colour) -> None:
     """Kiln Z-up -> glTF Y-up; on the ground, centred; colours read back through trimesh's UVs."""
     scene = trimesh.load(glb_path)
     (geom,) = scene.geometry.values()
@@ -71,8 +70,8 @@ def test_axes_ground_and_uv_convention(glb_path) -> None:
     texture = np.asarray(geom.visual.material.baseColorTexture.convert("RGB"), np.float64) / 255
     colours = _bilinear(texture, uv)
     top, bottom = v[:, 1] > 0.55, v[:, 1] < 0.45
-    assert np.abs(colours[top] - TOP).max() < 0.01
-    assert np.abs(colours[bottom] - BOTTOM).max() < 0.01
+    assert np.abs(colours[top] - top_colour).max() < 0.01
+    assert np.abs(colours[bottom] - bottom_colour).max() < 0.01
 
 
 def test_box_extents_follow_the_axis_swap(tmp_path) -> None:

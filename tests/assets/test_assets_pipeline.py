@@ -13,7 +13,6 @@ from core.assets.mesh import AssetError
 from core.assets.pipeline import AssetOptions, build_asset
 from core.fields.analytic import BoxField
 from core.progress import Cancelled, ProgressEvent, Reporter
-from tests.assets.conftest import run_validator
 
 SMALL = dict(resolution=64, texture_size=128, turntable_frames=4, turntable_size=64)
 ARTIFACTS = ["asset.glb", "preview.png", "turntable.mp4"]
@@ -41,13 +40,13 @@ def test_build_asset_writes_the_three_artifacts(two_tone, tmp_path) -> None:
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
 
 
-def test_no_video_when_frames_is_zero(tmp_path) -> None:
+def test_no_video_when_frames_is_zero(tmp_path, validate_glb) -> None:
     (tmp_path / "turntable.mp4").write_bytes(b"stale")
     options = AssetOptions(**{**SMALL, "turntable_frames": 0})
     result = build_asset(BoxField(), tmp_path, options)
     assert result.video is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["asset.glb", "preview.png"]
-    assert run_validator(result.glb).returncode == 0
+    assert validate_glb(result.glb).returncode == 0
 
 
 @pytest.mark.parametrize(
