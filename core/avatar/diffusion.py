@@ -396,7 +396,8 @@ def train_diffusion(
             with torch.no_grad():
                 for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
                     pe.lerp_(pm, 1 - decay)
-            avg = float(loss) if avg is None else 0.98 * avg + 0.02 * float(loss)
+            val = float(loss.detach())
+            avg = val if avg is None else 0.98 * avg + 0.02 * val
             if step % 25 == 0 or step == tcfg.steps:
                 rate = (time.monotonic() - t0) / (step - start)
                 log(f"diffusion: step {step}/{tcfg.steps} loss {avg:.4f} lr {lr:.2e} ({rate:.2f} s/step)")

@@ -83,14 +83,14 @@ class TrainConfig:
 def preset(name: str) -> TrainConfig:
     """The named configuration: ``smoke`` (seconds, for tests), ``cpu`` (this laptop-class CPU), ``gpu``."""
     if name == "cpu":
-        # Sized for a shared 2-core CPU: about 5 min decoder, 10 min fitting, 60 min diffusion.
+        # Sized for a shared, busy 2-core CPU: about 15 min decoder, 15 min fitting, 60 min diffusion.
         return TrainConfig(
             decoder_avatars=96,
             triplane=TriplaneConfig(channels=8, resolution=32, hidden=64, layers=1),
             decoder_fit=FitConfig(steps=300, n_uniform=96, n_near=192),
             fit=FitConfig(steps=60, n_uniform=64, n_near=160, lr_planes=3e-2),
-            diffusion=DiffusionConfig(base_channels=48, channel_mults=(1, 2), patch=4, cond_dim=128),
-            diffusion_train=DiffusionTrainConfig(steps=3000, batch_size=16, lr=5e-4, warmup=100),
+            diffusion=DiffusionConfig(base_channels=32, channel_mults=(1, 2), patch=4, cond_dim=128),
+            diffusion_train=DiffusionTrainConfig(steps=1000, batch_size=8, lr=1e-3, warmup=50, ema=0.995),
         )
     if name == "smoke":
         tp = TriplaneConfig(channels=4, resolution=8, hidden=16, layers=1)
