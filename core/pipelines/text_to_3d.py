@@ -1,0 +1,567 @@
+"""Text to 3D as DreamFusion: a NeRF rendered from random cameras, pushed by Score Distillation Sampling.
+
+Entry points: ``text_to_3d`` (request -> trained field), ``run_text_to_3d_job`` (the job contract
+of ``core.pipelines.jobs``) and a command line::
+
+    python -m core.pipelines.text_to_3d --prompt "a ceramic teapot" --model PATH_OR_ID --preset draft --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from core.fields.hashgrid import HashGridConfig
+from core.fields.nerf import NeRFAssetField, NeRFField, NeRFFieldConfig
+from core.guidance.base import Guidance, GuidanceInput, SDSConfig
+from core.progress import ProgressEvent, Reporter
+from core.render.background import FixedBackground, MLPBackground
+from core.render.cameras import CameraBatch, CameraConfig, camera_rays, orbit_cameras, sample_cameras
+from core.render.occupancy import OccupancyConfig, OccupancyGrid
+from core.render.shading import Shading, ShadingConfig, albedo_shading, sample_shading
+from core.render.volume import RendererConfig, RenderOutput, VolumeRenderer
+
+DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
+"""The guidance model used when a request names none (a hub id; needs a download once)."""
+
+PRESETS = ("draft", "standard", "high")
+
+
+class TextTo3DError(ValueError):
+    """A text-to-3D request cannot run; the message says what to do."""
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation loop."""
+
+    steps: int = 400
+    """Optimisation steps."""
+    batch: int = 1
+    """Cameras per step."""
+    height: int = 64
+    """Render height in pixels (renders are resized to the guidance model's input)."""
+    width: int = 64
+    """Render width in pixels."""
+    lr_encoding: float = 1e-2
+    """Adam learning rate of the hash grid tables."""
+    lr_mlp: float = 1e-3
+    """Adam learning rate of the MLPs (field and background)."""
+    lr_end_factor: float = 0.1
+    """Learning rates decay exponentially to this factor of their start by the last step."""
+    entropy_weight: float = 1e-3
+    """Weight of the binary entropy of ray opacity (pushes rays to empty or solid)."""
+    opacity_weight: float = 0.0
+    """Weight of the mean ray opacity (sparsity)."""
+    orientation_weight: float = 1e-2
+    """Weight of DreamFusion's orientation loss on normals facing away from the camera."""
+    checkpoint_every: int = 100
+    """Steps between checkpoints (when the request has a work folder)."""
+    preview_every: int = 50
+    """Steps between progress preview images."""
+    preview_size: int = 128
+    """Side in pixels of the progress preview."""
+
+
+@dataclass
+class TextTo3DConfig:
+    """Everything a text-to-3D run is made of; ``preset_config`` gives the named presets."""
+
+    field: NeRFFieldConfig = dataclasses.field(default_factory=NeRFFieldConfig)
+    """The NeRF."""
+    renderer: RendererConfig = dataclasses.field(default_factory=RendererConfig)
+    """Ray sampling."""
+    occupancy: OccupancyConfig = dataclasses.field(default_factory=OccupancyConfig)
+    """Empty-space skipping."""
+    camera: CameraConfig = dataclasses.field(default_factory=CameraConfig)
+    """Training camera ranges."""
+    shading: ShadingConfig = dataclasses.field(default_factory=ShadingConfig)
+    """Shading schedule."""
+    sds: SDSConfig = dataclasses.field(default_factory=SDSConfig)
+    """Score Distillation Sampling."""
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    """The loop."""
+    background: Literal["mlp", "fixed"] = "mlp"
+    """A learned view-direction background (DreamFusion) or a fixed colour."""
+    background_color: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    """Colour of the fixed background."""
+
+
+def preset_config(preset: str) -> TextTo3DConfig:
+    """The configuration of a named preset: "draft" (CPU, minutes), "standard" or "high" (GPU)."""
+    if preset == "draft":
+        return TextTo3DConfig()
+    if preset == "standard":
+        return TextTo3DConfig(
+            field=NeRFFieldConfig(
+                encoding=HashGridConfig(levels=12, log2_table_size=18, max_resolution=512), hidden=64
+            ),
+            renderer=RendererConfig(samples_per_ray=128),
+            occupancy=OccupancyConfig(resolution=64),
+            train=TrainConfig(steps=5000, height=128, width=128, checkpoint_every=500, preview_every=250),
+            shading=ShadingConfig(warmup_steps=1000),
+        )
+    if preset == "high":
+        return TextTo3DConfig(
+            field=NeRFFieldConfig(
+                encoding=HashGridConfig(levels=16, log2_table_size=19, max_resolution=2048), hidden=64
+            ),
+            renderer=RendererConfig(samples_per_ray=192),
+            occupancy=OccupancyConfig(resolution=128),
+            train=TrainConfig(steps=10000, height=256, width=256, checkpoint_every=500, preview_every=500),
+            shading=ShadingConfig(warmup_steps=2000),
+        )
+    raise TextTo3DError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
+
+
+@dataclass
+class TextTo3DRequest:
+    """What to make."""
+
+    prompt: str
+    """The text describing the object."""
+    negative_prompt: str = ""
+    """What the object should not look like."""
+    seed: int = 0
+    """Seeds every random draw; the same request gives the same field."""
+    preset: str = "draft"
+    """One of ``PRESETS``."""
+    guidance_scale: float | None = None
+    """Classifier-free guidance scale; None keeps the preset's (100, as DreamFusion)."""
+    model: str = DEFAULT_MODEL
+    """Guidance model: a hub id or a local folder saved with ``save_pretrained``."""
+    work_dir: Path | None = None
+    """Folder for checkpoints (``checkpoints/``) and the progress preview; None keeps nothing."""
+    steps: int | None = None
+    """Override of the preset's step count."""
+    device: str | None = None
+    """Torch device; None picks CUDA when present, else the CPU."""
+
+
+@dataclass
+class TextTo3DResult:
+    """A finished run."""
+
+    field: NeRFAssetField
+    """The trained field for the asset path (density, Z up, metres)."""
+    nerf: NeRFField
+    """The trained torch module."""
+    steps: int
+    """Steps trained in total."""
+    resumed_from: int
+    """Step the run resumed at from a checkpoint (0 when it started fresh)."""
+    loss: float
+    """Loss of the last step."""
+    preview: Path | None
+    """The last progress preview image, if a work folder was given."""
+    seconds: float
+    """Wall time of this call."""
+
+
+@dataclass
+class StepStats:
+    """Timings and numbers of one training step."""
+
+    loss: float
+    render_s: float
+    guidance_s: float
+    backward_s: float
+    samples: int
+    candidates: int
+
+
+def _check_request(request: TextTo3DRequest) -> None:
+    if not request.prompt or not request.prompt.strip():
+        raise TextTo3DError("the prompt is empty; describe the object to make, e.g. 'a ceramic teapot'")
+    if request.preset not in PRESETS:
+        raise TextTo3DError(f"unknown preset {request.preset!r}; use one of {', '.join(PRESETS)}")
+    if request.steps is not None and request.steps < 1:
+        raise TextTo3DError(f"steps must be at least 1, got {request.steps}")
+
+
+class Trainer:
+    """The DreamFusion loop on one field: sample cameras, render, shade, score, step.
+
+    Every random draw comes from ``self.generator`` so that a run resumed from a
+    checkpoint continues exactly as the uninterrupted run would.
+    """
+
+    def __init__(self, config: TextTo3DConfig, guidance: Guidance, seed: int, device: str = "cpu") -> None:
+        self.config = config
+        self.guidance = guidance
+        self.device = torch.device(device)
+        torch.manual_seed(seed)
+        self.nerf = NeRFField(config.field).to(self.device)
+        self.background: torch.nn.Module = (
+            MLPBackground() if config.background == "mlp" else FixedBackground(config.background_color)
+        ).to(self.device)
+        self.renderer = VolumeRenderer(config.renderer)
+        self.occupancy = (
+            OccupancyGrid(config.occupancy, config.field.bound).to(self.device)
+            if config.occupancy.enabled
+            else None
+        )
+        t = config.train
+        groups = [
+            {"params": list(self.nerf.encoding.parameters()), "lr": t.lr_encoding},
+            {"params": list(self.nerf.mlp.parameters()), "lr": t.lr_mlp},
+        ]
+        bg_params = list(self.background.parameters())
+        if bg_params:
+            groups.append({"params": bg_params, "lr": t.lr_mlp})
+        self.optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
+        self.base_lrs = [g["lr"] for g in groups]
+        self.generator = torch.Generator().manual_seed(seed)
+        self.step = 0
+
+    # -- rendering -------------------------------------------------------------------------------------
+
+    def render(
+        self, cameras: CameraBatch, shading: Shading, height: int, width: int, occupancy: bool = True
+    ) -> tuple[torch.Tensor, RenderOutput]:
+        """Render B cameras: returns (B, 3, H, W) images in [0, 1] and the raw RenderOutput."""
+        origins, dirs = camera_rays(cameras, height, width)
+        b = len(cameras)
+        ray_camera = torch.arange(b, device=self.device).repeat_interleave(height * width)
+        shading = Shading(shading.mode, shading.light.to(self.device), shading.ambient.to(self.device))
+        out = self.renderer.render(
+            self.nerf,
+            origins.reshape(-1, 3).to(self.device),
+            dirs.reshape(-1, 3).to(self.device),
+            shading,
+            self.background,
+            ray_camera,
+            occupancy=self.occupancy if occupancy else None,
+            generator=self.generator,
+        )
+        return out.rgb.view(b, height, width, 3).permute(0, 3, 1, 2), out
+
+    @torch.no_grad()
+    def render_view(self, azimuth_deg: float, elevation_deg: float, size: int) -> np.ndarray:
+        """An albedo render from a fixed view, (size, size, 3) uint8 (draws no random numbers)."""
+        cam = orbit_cameras(
+            torch.tensor([math.radians(azimuth_deg)]),
+            torch.tensor([math.radians(elevation_deg)]),
+            torch.tensor([sum(self.config.camera.radius) / 2]),
+            torch.tensor([math.radians(sum(self.config.camera.fov_deg) / 2)]),
+            self.config.camera,
+        )
+        jitter = self.renderer.config.jitter
+        self.renderer.config.jitter = False
+        try:
+            img, _ = self.render(cam, albedo_shading(1), size, size)
+        finally:
+            self.renderer.config.jitter = jitter
+        return (img[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
+
+    # -- one step --------------------------------------------------------------------------------------
+
+    def train_step(self, reporter: Reporter | None = None) -> StepStats:
+        """One optimisation step; checks ``reporter`` for cancellation between its stages."""
+        cfg, t = self.config, self.config.train
+        # 1. Learning rates follow an exponential decay in the step.
+        factor = t.lr_end_factor ** min(self.step / max(t.steps, 1), 1.0)
+        for group, lr in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = lr * factor
+        # 2. Refresh the occupancy grid now and then.
+        if self.occupancy is not None and self.step % cfg.occupancy.update_every == 0:
+            self.occupancy.update(
+                self.nerf.density, self.renderer.step_size(cfg.field.bound), self.step, self.generator
+            )
+        # 3. Random cameras and shading; render.
+        t0 = time.perf_counter()
+        cameras = sample_cameras(cfg.camera, t.batch, self.generator)
+        shading = sample_shading(cfg.shading, self.step, cameras, self.generator)
+        images, out = self.render(cameras, shading, t.height, t.width)
+        t1 = time.perf_counter()
+        if reporter is not None:
+            reporter.check()
+        # 4. Guidance loss plus regularisers.
+        result = self.guidance(GuidanceInput(images, cameras, shading, self.step, t.steps), self.generator)
+        loss = result.loss
+        if t.entropy_weight > 0:
+            a = out.opacity.clamp(1e-5, 1 - 1e-5)
+            entropy = -(a * torch.log2(a) + (1 - a) * torch.log2(1 - a)).mean()
+            loss = loss + t.entropy_weight * entropy
+        if t.opacity_weight > 0:
+            loss = loss + t.opacity_weight * out.opacity.mean()
+        if t.orientation_weight > 0 and out.orientation is not None:
+            loss = loss + t.orientation_weight * out.orientation
+        t2 = time.perf_counter()
+        if reporter is not None:
+            reporter.check()
+        # 5. Backward and update.
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        t3 = time.perf_counter()
+        return StepStats(float(loss.detach()), t1 - t0, t2 - t1, t3 - t2, out.samples, out.candidates)
+
+    # -- checkpoints -----------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "nerf": self.nerf.state_dict(),
+            "background": self.background.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "occupancy": self.occupancy.state_dict() if self.occupancy is not None else None,
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.nerf.load_state_dict(state["nerf"])
+        self.background.load_state_dict(state["background"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.occupancy is not None and state["occupancy"] is not None:
+            self.occupancy.load_state_dict(state["occupancy"])
+        self.generator.set_state(state["generator"])
+
+
+def _fingerprint(request: TextTo3DRequest, config: TextTo3DConfig) -> str:
+    """What a checkpoint must match to be resumed: the request and the full config."""
+    return repr((request.prompt, request.negative_prompt, request.seed, request.model, config))
+
+
+def _latest_checkpoint(folder: Path) -> Path | None:
+    found = sorted(folder.glob("step_*.pt"))
+    return found[-1] if found else None
+
+
+def _save_checkpoint(folder: Path, trainer: Trainer, fingerprint: str, keep: int = 2) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"step_{trainer.step:07d}.pt"
+    tmp = path.with_suffix(".tmp")
+    torch.save({"fingerprint": fingerprint, **trainer.state_dict()}, tmp)
+    os.replace(tmp, path)  # atomic: a crash mid-write never leaves a half checkpoint
+    for old in sorted(folder.glob("step_*.pt"))[:-keep]:
+        old.unlink()
+    return path
+
+
+def _write_png(path: Path, image: np.ndarray) -> Path:
+    from PIL import Image
+
+    tmp = path.with_name(path.stem + ".tmp.png")
+    Image.fromarray(image).save(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_guidance(request: TextTo3DRequest, config: TextTo3DConfig, device: str) -> Guidance:
+    """Stable Diffusion guidance for the request's model, prompt and negative prompt."""
+    from core.guidance.stable_diffusion import StableDiffusionGuidance
+
+    return StableDiffusionGuidance(
+        request.model, request.prompt, request.negative_prompt, config.sds, device=device
+    )
+
+
+def text_to_3d(
+    request: TextTo3DRequest,
+    reporter: Reporter | None = None,
+    *,
+    guidance: Guidance | None = None,
+    config: TextTo3DConfig | None = None,
+) -> TextTo3DResult:
+    """Train a NeRF for a prompt with Score Distillation Sampling.
+
+    Args:
+        request: what to make.
+        reporter: progress ("train" stage, with step, loss and a preview every
+            ``preview_every`` steps) and cancellation (checked several times a step).
+        guidance: replaces the Stable Diffusion guidance (tests pass the exact denoiser).
+        config: replaces the preset's configuration.
+
+    Raises:
+        TextTo3DError: bad request, or a checkpoint from a different request in the work folder.
+        core.guidance.base.GuidanceError: the model cannot be loaded.
+        core.progress.Cancelled: the reporter asked to stop.
+    """
+    started = time.perf_counter()
+    reporter = reporter or Reporter()
+    # 1. Check inputs and settle the configuration.
+    _check_request(request)
+    config = config or preset_config(request.preset)
+    if request.guidance_scale is not None:
+        config = replace(config, sds=replace(config.sds, guidance_scale=float(request.guidance_scale)))
+    if request.steps is not None:
+        config = replace(config, train=replace(config.train, steps=int(request.steps)))
+    device = request.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    reporter("load", 0.0, f"loading guidance {request.model}" if guidance is None else "preparing guidance")
+
+    # 2. Guidance and trainer.
+    guidance = guidance or load_guidance(request, config, device)
+    trainer = Trainer(config, guidance, request.seed, device)
+    fingerprint = _fingerprint(request, config)
+
+    # 3. Resume from the last checkpoint of this request, if any.
+    ckpt_dir = request.work_dir / "checkpoints" if request.work_dir is not None else None
+    resumed_from = 0
+    latest = _latest_checkpoint(ckpt_dir) if ckpt_dir is not None else None
+    if latest is not None:
+        state = torch.load(latest, map_location=device, weights_only=False)
+        if state.get("fingerprint") != fingerprint:
+            raise TextTo3DError(
+                f"{ckpt_dir} holds checkpoints of a different request or configuration; "
+                "use a new work folder or delete that one to start over"
+            )
+        trainer.load_state_dict(state)
+        resumed_from = trainer.step
+
+    # 4. The loop.
+    steps = config.train.steps
+    preview_path = None
+    loss = float("nan")
+    while trainer.step < steps:
+        reporter.check()
+        stats = trainer.train_step(reporter)
+        loss = stats.loss
+        if not math.isfinite(loss):
+            raise TextTo3DError(
+                f"the loss became {loss} at step {trainer.step}; lower the guidance scale or learning rates"
+            )
+        s = trainer.step
+        preview = None
+        if request.work_dir is not None and (s % config.train.preview_every == 0 or s == steps):
+            preview_path = preview = _write_png(
+                request.work_dir / "progress.png", trainer.render_view(30.0, 15.0, config.train.preview_size)
+            )
+        reporter("train", s / steps, f"step {s}/{steps} loss {loss:.4g}", preview)
+        if ckpt_dir is not None and (s % config.train.checkpoint_every == 0 or s == steps):
+            _save_checkpoint(ckpt_dir, trainer, fingerprint)
+    return TextTo3DResult(
+        NeRFAssetField(trainer.nerf),
+        trainer.nerf,
+        trainer.step,
+        resumed_from,
+        loss,
+        preview_path,
+        time.perf_counter() - started,
+    )
+
+
+def request_from_params(params: dict[str, Any], work_dir: Path | None) -> TextTo3DRequest:
+    """A request from the job parameters of docs/API.md (plus an optional "model")."""
+    return TextTo3DRequest(
+        prompt=str(params.get("prompt") or ""),
+        negative_prompt=str(params.get("negative_prompt") or ""),
+        seed=int(params.get("seed") or 0),
+        preset=str(params.get("preset") or "draft"),
+        guidance_scale=params.get("guidance_scale"),
+        model=str(params.get("model") or DEFAULT_MODEL),
+        work_dir=work_dir,
+        steps=params.get("steps"),
+    )
+
+
+def run_text_to_3d_job(params: dict[str, Any], work_dir: Path, reporter: Reporter) -> dict[str, Path]:
+    """The ``text_to_3d`` job: train (0-85 % of progress), then the asset path (85-100 %).
+
+    Returns artifact names (``asset.glb``, ``turntable.mp4`` when frames > 0, ``preview.png``)
+    to files in ``work_dir``.
+    """
+    from core.guidance.stable_diffusion import resolve_model
+    from core.pipelines.jobs import JobError
+
+    request = request_from_params(params, work_dir)
+    try:  # fail on bad input before minutes of training
+        _check_request(request)
+        resolve_model(request.model)
+    except ValueError as exc:
+        raise JobError(str(exc)) from exc
+    from core.assets import AssetOptions, build_asset
+
+    try:
+        result = text_to_3d(request, reporter.sub(0.0, 0.85))
+    except ValueError as exc:  # TextTo3DError and GuidanceError carry what to do
+        raise JobError(str(exc)) from exc
+    out = params.get("output") or {}
+    options = AssetOptions(
+        resolution=int(out.get("resolution", 128)),
+        texture_size=int(out.get("texture_size", 1024)),
+        turntable_frames=int(out.get("turntable_frames", 36)),
+        turntable_size=int(out.get("turntable_size", 256)),
+    )
+    asset = build_asset(result.field, work_dir, options, reporter.sub(0.85, 1.0), name="asset")
+    artifacts = {"asset.glb": asset.glb, "preview.png": asset.preview}
+    if asset.video is not None:
+        artifacts["turntable.mp4"] = asset.video
+    return {name: Path(path) for name, path in artifacts.items() if path is not None}
+
+
+class _ProgressBar:
+    """A one-line progress bar on stderr, redrawn in place (no tqdm needed)."""
+
+    def __init__(self, width: int = 30) -> None:
+        self.width = width
+        self.started = time.monotonic()
+
+    def __call__(self, event: ProgressEvent) -> None:
+        filled = int(round(event.fraction * self.width))
+        bar = "#" * filled + "-" * (self.width - filled)
+        elapsed = time.monotonic() - self.started
+        line = f"\r[{bar}] {event.fraction * 100:5.1f}% {elapsed:6.0f}s {event.stage}: {event.message}"
+        sys.stderr.write(line[:160].ljust(100))
+        sys.stderr.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: train for a prompt and write asset.glb, turntable.mp4 and preview.png to --out."""
+    parser = argparse.ArgumentParser(prog="python -m core.pipelines.text_to_3d", description=main.__doc__)
+    parser.add_argument("--prompt", required=True, help="what to make, e.g. 'a ceramic teapot'")
+    parser.add_argument("--negative-prompt", default="", help="what it should not look like")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local diffusers pipeline folder")
+    parser.add_argument("--preset", default="draft", help=f"one of {', '.join(PRESETS)}")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=None, help="override the preset's step count")
+    parser.add_argument("--guidance-scale", type=float, default=None)
+    parser.add_argument("--out", type=Path, required=True, help="output folder (also holds checkpoints)")
+    parser.add_argument("--resolution", type=int, default=128, help="marching-cubes grid")
+    parser.add_argument("--texture-size", type=int, default=1024)
+    parser.add_argument("--turntable-frames", type=int, default=36, help="0 for no video")
+    parser.add_argument("--turntable-size", type=int, default=256)
+    args = parser.parse_args(argv)
+    from core.pipelines.jobs import JobError
+
+    params = {
+        "prompt": args.prompt,
+        "negative_prompt": args.negative_prompt,
+        "seed": args.seed,
+        "preset": args.preset,
+        "guidance_scale": args.guidance_scale,
+        "model": args.model,
+        "steps": args.steps,
+        "output": {
+            "resolution": args.resolution,
+            "texture_size": args.texture_size,
+            "turntable_frames": args.turntable_frames,
+            "turntable_size": args.turntable_size,
+        },
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        artifacts = run_text_to_3d_job(params, args.out, Reporter(_ProgressBar(), min_interval=0.2))
+    except JobError as exc:
+        sys.stderr.write(f"\nerror: {exc}\n")
+        return 2
+    sys.stderr.write("\n")
+    for name, path in artifacts.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Rendering for the text-to-3D engine: cameras, occupancy grid, shading, volume rendering."""

@@ -1,0 +1,35 @@
+"""Backgrounds behind the object: a fixed colour, or a small network of the view direction."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class FixedBackground(nn.Module):
+    """The same colour for every ray."""
+
+    def __init__(self, color: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> None:
+        super().__init__()
+        self.register_buffer("color", torch.tensor(color, dtype=torch.float32))
+
+    def forward(self, dirs: torch.Tensor) -> torch.Tensor:
+        """(R, 3) ray directions -> (R, 3) colours."""
+        return self.color.expand(dirs.shape[0], 3)
+
+
+class MLPBackground(nn.Module):
+    """DreamFusion's learned environment: sin/cos of the ray direction -> small MLP -> RGB."""
+
+    def __init__(self, frequencies: int = 4, hidden: int = 16) -> None:
+        super().__init__()
+        self.frequencies = frequencies
+        self.mlp = nn.Sequential(
+            nn.Linear(3 + 6 * frequencies, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 3)
+        )
+
+    def forward(self, dirs: torch.Tensor) -> torch.Tensor:
+        """(R, 3) unit ray directions -> (R, 3) colours in [0, 1]."""
+        scales = 2.0 ** torch.arange(self.frequencies, dtype=dirs.dtype, device=dirs.device)
+        angles = (dirs.unsqueeze(-1) * scales).flatten(1)  # (R, 3F)
+        return torch.sigmoid(self.mlp(torch.cat((dirs, torch.sin(angles), torch.cos(angles)), -1)))

@@ -1,0 +1,118 @@
+"""SDS maths, the exact denoiser, and Stable Diffusion guidance on a tiny random pipeline."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from core.guidance.base import (
+    GuidanceError,
+    GuidanceInput,
+    SDSConfig,
+    ddpm_alphas_cumprod,
+    sample_timesteps,
+    sds_loss,
+)
+from core.guidance.exact import ExactDenoiserGuidance
+from core.guidance.stable_diffusion import StableDiffusionGuidance, resolve_model
+from core.render.cameras import CameraConfig, sample_cameras
+from core.render.shading import albedo_shading
+
+
+def _input(images, step=0, total=10):
+    cams = sample_cameras(CameraConfig(), images.shape[0], torch.Generator().manual_seed(0))
+    return GuidanceInput(images, cams, albedo_shading(images.shape[0]), step, total)
+
+
+def test_sds_loss_gradient_is_the_given_gradient_over_batch():
+    x = torch.randn(2, 4, 3, 3, requires_grad=True)
+    grad = torch.randn(2, 4, 3, 3)
+    sds_loss(x, grad).backward()
+    assert torch.allclose(x.grad, grad / 2, atol=1e-6)
+
+
+def test_timesteps_anneal_from_full_range_to_the_end_bound():
+    cfg = SDSConfig(t_range=(0.02, 0.98), t_max_end=0.5)
+    gen = torch.Generator().manual_seed(0)
+    first = sample_timesteps(cfg, 0, 100, 1000, 4000, gen)
+    last = sample_timesteps(cfg, 99, 100, 1000, 4000, gen)
+    # Step 0 draws from [0.02, 0.98] * 999, the last step from [0.02, 0.5] * 999.
+    assert first.min() >= 20 and first.max() <= 979 and first.max() > 900
+    assert last.min() >= 20 and last.max() <= 500 and last.max() > 450
+
+
+def test_exact_denoiser_gradient_is_weighted_l2_toward_target():
+    target = torch.rand(1, 3, 4, 4)
+    images = torch.rand(1, 3, 4, 4, requires_grad=True)
+    guidance = ExactDenoiserGuidance(lambda cams, shading, h, w: target, SDSConfig(grad_clip=None))
+    gen = torch.Generator().manual_seed(3)
+    out = guidance(_input(images), gen)
+    out.loss.backward()
+    # eps_hat - eps = sqrt(a / (1 - a)) (x - x*) in [-1, 1] units; w = 1 - a; x = 2 img - 1
+    # gives d loss / d img = 2 * sqrt(a (1 - a)) * 2 (img - target).
+    a = ddpm_alphas_cumprod()[out.timesteps[0]]
+    expected = 4.0 * math.sqrt(a * (1 - a)) * (images.detach() - target)
+    assert torch.allclose(images.grad, expected, atol=1e-4)
+
+
+def test_exact_denoiser_has_no_gradient_at_the_target():
+    target = torch.rand(2, 3, 4, 4)
+    images = target.clone().requires_grad_(True)
+    guidance = ExactDenoiserGuidance(lambda cams, shading, h, w: target)
+    guidance(_input(images), torch.Generator().manual_seed(0)).loss.backward()
+    assert images.grad.abs().max() < 1e-4
+
+
+def test_resolve_model_errors_say_what_to_do(tmp_path):
+    with pytest.raises(GuidanceError, match=r"does not exist.*save_pretrained"):
+        resolve_model(str(tmp_path / "missing"))
+    (tmp_path / "notapipe").mkdir()
+    (tmp_path / "notapipe" / "weights.bin").write_bytes(b"0")
+    with pytest.raises(GuidanceError, match=r"not a diffusers pipeline folder.*model_index\.json"):
+        resolve_model(str(tmp_path / "notapipe"))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "model_index.json").write_text(json.dumps({"_class_name": "DDPMPipeline"}))
+    with pytest.raises(GuidanceError, match=r"not a Stable-Diffusion-style one.*unet"):
+        resolve_model(str(tmp_path / "other"))
+    with pytest.raises(GuidanceError, match="hub id"):
+        resolve_model("  ")
+    # Hub ids pass through untouched for from_pretrained.
+    assert resolve_model("stabilityai/stable-diffusion-2-1-base") == "stabilityai/stable-diffusion-2-1-base"
+
+
+def test_stable_diffusion_guidance_on_tiny_pipeline(tiny_sd):
+    guidance = StableDiffusionGuidance(str(tiny_sd), "a red chair", "blurry", SDSConfig(grad_clip=None))
+    # The tiny UNet takes 8x8 latents and its VAE halves: renders are resized to 16x16.
+    assert guidance.resolution == 16
+    assert guidance.view_embeddings.shape[0] == 4  # front, side, back, overhead prompts
+    # View prompts differ, so do their embeddings.
+    assert not torch.allclose(guidance.view_embeddings[0], guidance.view_embeddings[2])
+    images = torch.rand(2, 3, 32, 32, requires_grad=True)
+    out = guidance(_input(images), torch.Generator().manual_seed(0))
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0
+    assert torch.isfinite(images.grad).all()
+
+
+def test_stable_diffusion_guidance_is_deterministic_per_generator(tiny_sd):
+    guidance = StableDiffusionGuidance(str(tiny_sd), "a red chair")
+    images = torch.rand(1, 3, 16, 16)
+    a = guidance(_input(images), torch.Generator().manual_seed(5))
+    b = guidance(_input(images), torch.Generator().manual_seed(5))
+    c = guidance(_input(images), torch.Generator().manual_seed(6))
+    assert a.loss.item() == b.loss.item()
+    assert a.loss.item() != c.loss.item()
+
+
+def test_missing_hub_model_says_to_download(monkeypatch):
+    import huggingface_hub.constants
+
+    # Offline, as these machines are: the hub is never asked, the cache has no such model.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(GuidanceError, match="huggingface-cli download"):
+        StableDiffusionGuidance("kiln-test/no-such-model", "a chair")
