@@ -9,17 +9,13 @@ import numpy as np
 
 from core.avatar import face as fm
 from core.avatar.attributes import VOCAB
+from core.avatar.colour import delta_e, delta_e_shaded, lab_to_rgb, median_colour, nearest_colour, rgb_to_lab
 from core.avatar.engine import HAIR, IRIS, SKIN
+from core.avatar.face_align import CANON_PX, CANON_U, CANON_V, AlignedFace, align_face
 from core.avatar.photo import Photo, load_photo
 
 MIN_CONFIDENCE = 0.5
 """Readings below this confidence are reported but not used: the avatar model samples them."""
-CANON_PX = 128
-"""Pixels per face length (forehead-top landmark to chin) in the aligned face crop."""
-CANON_U = (-1.4, 1.4)
-"""Aligned crop's horizontal extent in face lengths around the forehead-top landmark."""
-CANON_V = (-0.9, 2.0)
-"""Aligned crop's vertical extent in face lengths (negative is above the forehead)."""
 
 # Reference colours are the engine's own palette, so a value read renders as what was seen.
 SKIN_REF = SKIN
@@ -150,136 +146,6 @@ class PhotoReading:
         }
 
 
-# -- colour helpers ---------------------------------------------------------------------------
-
-
-def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
-    """sRGB in [0, 1] (..., 3) -> CIELAB (..., 3) under D65."""
-    c = np.asarray(rgb, np.float64)
-    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    M = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
-    xyz = lin @ M.T / np.array([0.95047, 1.0, 1.08883])
-    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
-    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
-
-
-def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
-    """CIELAB (..., 3) under D65 -> sRGB in [0, 1] (clipped), the inverse of ``rgb_to_lab``."""
-    lab = np.asarray(lab, np.float64)
-    fy = (lab[..., 0] + 16) / 116
-    f = np.stack([fy + lab[..., 1] / 500, fy, fy - lab[..., 2] / 200], -1)
-    xyz = np.where(f > 6 / 29, f**3, (f - 16 / 116) / 7.787) * np.array([0.95047, 1.0, 1.08883])
-    M = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
-    lin = np.clip(xyz @ np.linalg.inv(M).T, 0.0, 1.0)
-    return np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1 / 2.4) - 0.055)
-
-
-def _ref_lab(refs: dict[str, tuple[float, float, float]]) -> tuple[list[str], np.ndarray]:
-    return list(refs), rgb_to_lab(np.array(list(refs.values())))
-
-
-def _nearest(
-    lab: np.ndarray, refs: dict, weights=(1.0, 1.0, 1.0), temperature: float = 6.0
-) -> tuple[str, float, float]:
-    """Nearest reference colour to ``lab`` (3,), its softmax confidence and its distance."""
-    names, ref = _ref_lab(refs)
-    d = np.sqrt((((ref - lab) * np.asarray(weights)) ** 2).sum(-1))
-    p = np.exp(-(d - d.min()) / temperature)
-    p /= p.sum()
-    i = int(np.argmin(d))
-    return names[i], float(p[i]), float(d[i])
-
-
-# -- the aligned face crop --------------------------------------------------------------------
-
-
-@dataclass
-class AlignedFace:
-    """The photo resampled into face-length units with the eyes level.
-
-    Attributes:
-        lab: (Hc, Wc, 3) CIELAB pixels of the crop; ``valid`` (Hc, Wc) bool marks real photo pixels.
-        points: (478, 2) landmarks in canonical units (u right, v down; forehead top at 0, 0; chin near 0, 1).
-        face_px: face length in the analysed photo's pixels (how much detail there is).
-    """
-
-    lab: np.ndarray
-    valid: np.ndarray
-    points: np.ndarray
-    face_px: float
-
-    def uv(self) -> tuple[np.ndarray, np.ndarray]:
-        """Canonical coordinates of every crop pixel centre: two (Hc, Wc) arrays."""
-        h, w = self.valid.shape
-        u = CANON_U[0] + (np.arange(w) + 0.5) / CANON_PX
-        v = CANON_V[0] + (np.arange(h) + 0.5) / CANON_PX
-        return np.meshgrid(u, v)
-
-    def box(self, u0: float, u1: float, v0: float, v1: float) -> np.ndarray:
-        """Valid Lab pixels inside a canonical box -> (N, 3)."""
-        c = lambda x, lo: int(round((x - lo) * CANON_PX))  # noqa: E731
-        h, w = self.valid.shape
-        i0, i1 = np.clip([c(v0, CANON_V[0]), c(v1, CANON_V[0])], 0, h)
-        j0, j1 = np.clip([c(u0, CANON_U[0]), c(u1, CANON_U[0])], 0, w)
-        return self.lab[i0:i1, j0:j1][self.valid[i0:i1, j0:j1]]
-
-    def disk(self, center: np.ndarray, radius: float) -> np.ndarray:
-        """Valid Lab pixels within ``radius`` face lengths of a canonical point -> (N, 3)."""
-        u, v = self.uv()
-        m = ((u - center[0]) ** 2 + (v - center[1]) ** 2 <= radius**2) & self.valid
-        return self.lab[m]
-
-
-def align_face(photo: Photo, face: fm.FaceLandmarks) -> AlignedFace:
-    """Resample ``photo`` so the eyes are level and the face is ``CANON_PX`` pixels long."""
-    from PIL import Image
-
-    P = face.points
-    eye_l = P[list(fm.EYE_LEFT)].mean(0)
-    eye_r = P[list(fm.EYE_RIGHT)].mean(0)
-    ex = eye_r - eye_l
-    ex /= max(np.linalg.norm(ex), 1e-9)
-    ey = np.array([-ex[1], ex[0]])
-    origin = P[fm.FOREHEAD_TOP]
-    length = max(float(np.linalg.norm(P[fm.CHIN] - origin)), 1e-6)
-
-    # PIL's affine transform maps output pixels to input pixels: in = A @ [X, Y, 1].
-    w = int(round((CANON_U[1] - CANON_U[0]) * CANON_PX))
-    h = int(round((CANON_V[1] - CANON_V[0]) * CANON_PX))
-    s = length / CANON_PX
-    c = origin + length * (CANON_U[0] * ex + CANON_V[0] * ey)
-    coeffs = (s * ex[0], s * ey[0], c[0], s * ex[1], s * ey[1], c[1])
-    rgb = Image.fromarray(photo.rgb).transform(
-        (w, h), Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR
-    )
-    valid = Image.fromarray(photo.valid.astype(np.uint8) * 255).transform(
-        (w, h), Image.Transform.AFFINE, coeffs, Image.Resampling.NEAREST, fillcolor=0
-    )
-    rel = P - origin
-    points = np.stack([rel @ ex, rel @ ey], axis=1) / length
-    return AlignedFace(
-        lab=rgb_to_lab(np.asarray(rgb, np.float64) / 255.0),
-        valid=np.asarray(valid) > 127,
-        points=points,
-        face_px=length,
-    )
-
-
-def _median(lab: np.ndarray) -> np.ndarray:
-    return np.median(lab, axis=0) if len(lab) else np.full(3, np.nan)
-
-
-def _de(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """CIE76 colour difference between Lab arrays (..., 3)."""
-    return np.sqrt(((np.asarray(a) - np.asarray(b)) ** 2).sum(-1))
-
-
-def _de_shaded(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Colour difference that counts lightness half: shading changes L* far more than hue."""
-    d = np.asarray(a) - np.asarray(b)
-    return np.sqrt((0.5 * d[..., 0]) ** 2 + d[..., 1] ** 2 + d[..., 2] ** 2)
-
-
 def _ramp(x: float, lo: float, hi: float) -> float:
     """0 at ``lo``, 1 at ``hi``, linear between (a soft threshold used for confidences)."""
     return float(np.clip((x - lo) / (hi - lo), 0.0, 1.0))
@@ -381,7 +247,7 @@ def _skin(af: AlignedFace, feats: dict[str, float]) -> tuple[np.ndarray, dict[st
     for i in (50, 280):  # cheek centres below the eyes, beside the nose
         px = af.disk(p[i], 0.05)
         if len(px) >= 5:
-            cheeks.append(_median(px))
+            cheeks.append(median_colour(px))
     if not cheeks:
         return np.full(3, np.nan), {}
     skin = max(cheeks, key=lambda lab: lab[0])
@@ -389,7 +255,7 @@ def _skin(af: AlignedFace, feats: dict[str, float]) -> tuple[np.ndarray, dict[st
     feats["skin_gain"] = gain
     # Apply the exposure gain in display RGB, then compare with the palette.
     corrected = rgb_to_lab(np.clip(lab_to_rgb(skin) * gain, 0.0, 1.0))
-    value, conf, _ = _nearest(corrected, SKIN_REF, weights=(1.0, 0.5, 0.5), temperature=4.0)
+    value, conf, _ = nearest_colour(corrected, SKIN_REF, weights=(1.0, 0.5, 0.5), temperature=4.0)
     evidence = f"cheek L*={skin[0]:.1f} a*={skin[1]:.1f} b*={skin[2]:.1f}, exposure x{gain:.2f}"
     return skin, {"skin_tone": Reading(value, conf, evidence)}
 
@@ -401,7 +267,7 @@ def _background(af: AlignedFace) -> list[np.ndarray]:
                            (-0.95, 0.95, CANON_V[0], -0.7)):  # fmt: skip
         px = af.box(u0, u1, v0, v1)
         if len(px) >= 20:
-            out.append(_median(px))
+            out.append(median_colour(px))
     return out
 
 
@@ -416,21 +282,21 @@ def _hair(
     def not_bg(px: np.ndarray) -> np.ndarray:
         if not bg:
             return np.ones(len(px), bool)
-        return np.min([_de(px, b) for b in bg], axis=0) > t.hair_bg_de
+        return np.min([delta_e(px, b) for b in bg], axis=0) > t.hair_bg_de
 
     # 1. The band just above the forehead: hair, skin (bald) or backdrop (bald, short crop).
     top = af.box(-0.22, 0.22, -0.28, -0.06)
     if len(top) < 20:
         return {}, None
     t = THRESHOLDS
-    is_hair = not_bg(top) & (_de_shaded(top, skin) > t.hair_skin_de)
+    is_hair = not_bg(top) & (delta_e_shaded(top, skin) > t.hair_skin_de)
     frac = float(is_hair.mean())
     feats["hair_top_fraction"] = frac
     if frac < t.hair_bald_max:
         conf = _conf(frac, t.hair_bald_max, 0.08)
         return {"hair_style": Reading("bald", conf, f"hair above forehead {frac:.0%}")}, None
-    colour = _median(top[is_hair])
-    value, cconf, _ = _nearest(colour, HAIR_REF, weights=(0.6, 1.0, 1.0), temperature=6.0)
+    colour = median_colour(top[is_hair])
+    value, cconf, _ = nearest_colour(colour, HAIR_REF, weights=(0.6, 1.0, 1.0), temperature=6.0)
     out = {
         "hair_color": Reading(value, cconf, f"hair L*={colour[0]:.1f} a*={colour[1]:.1f} b*={colour[2]:.1f}"),
     }
@@ -440,10 +306,12 @@ def _hair(
     # the skin colour so blonde hair on light skin is not counted as skin, nor the reverse.
     u, v = af.uv()
     lab = af.lab
-    d_hair = _de(lab, colour)
-    hairlike = af.valid & (d_hair < t.hair_match_de) & (_de_shaded(lab, colour) < _de_shaded(lab, skin))
+    d_hair = delta_e(lab, colour)
+    hairlike = (
+        af.valid & (d_hair < t.hair_match_de) & (delta_e_shaded(lab, colour) < delta_e_shaded(lab, skin))
+    )
     if bg:
-        hairlike &= np.min([_de(lab, b) for b in bg], axis=0) > t.hair_bg_de
+        hairlike &= np.min([delta_e(lab, b) for b in bg], axis=0) > t.hair_bg_de
     # Beside the face means outside the jaw (where a beard of the same colour would be).
     p = af.points
     jaw_half = (p[fm.JAW_RIGHT, 0] - p[fm.JAW_LEFT, 0]) / 2
@@ -492,7 +360,7 @@ def _lower_face(
 ) -> dict[str, Reading]:
     """Beard and moustache: lower-face regions against the cheek skin and the hair (or brow) colour."""
     p = af.points
-    brow = _median(np.concatenate([af.disk(p[i], 0.02) for i in BROWS]))
+    brow = median_colour(np.concatenate([af.disk(p[i], 0.02) for i in BROWS]))
     ref = hair if hair is not None else brow
     axis = ref - skin
     contrast = float(np.linalg.norm(axis))
@@ -508,7 +376,7 @@ def _lower_face(
 
     def diff(center: np.ndarray, radius: float) -> float:
         px = af.disk(center, radius)
-        return float(np.median(_de(px, skin))) if len(px) >= 5 else float("nan")
+        return float(np.median(delta_e(px, skin))) if len(px) >= 5 else float("nan")
 
     t = THRESHOLDS
     chin = diff(0.5 * (p[fm.LOWER_LIP] + p[fm.CHIN]), 0.05)
@@ -561,13 +429,13 @@ def _eyes(af: AlignedFace, skin: np.ndarray, feats: dict[str, float]) -> dict[st
         c = p[list(eye)].mean(0)
         below = af.box(c[0] - 0.07, c[0] + 0.07, c[1] + 0.05, c[1] + 0.16)
         if len(below):
-            fracs.append(float((_de(below, skin) > t.glasses_de).mean()))
+            fracs.append(float((delta_e(below, skin) > t.glasses_de).mean()))
         for du in (-0.13, 0.13):
             px = af.disk(c + [du, 0.10], 0.025)
             if len(px):
-                corner_fracs.append(float((_de(px, skin) > t.glasses_de).mean()))
+                corner_fracs.append(float((delta_e(px, skin) > t.glasses_de).mean()))
     bridge_px = af.disk(p[fm.NOSE_BRIDGE], 0.03)
-    bridge = float((_de(bridge_px, skin) > t.glasses_de).mean()) if len(bridge_px) else 0.0
+    bridge = float((delta_e(bridge_px, skin) > t.glasses_de).mean()) if len(bridge_px) else 0.0
     if fracs:
         rim = float(np.mean(fracs))
         corners = float(np.mean(corner_fracs)) if corner_fracs else 0.0
@@ -596,8 +464,8 @@ def _eyes(af: AlignedFace, skin: np.ndarray, feats: dict[str, float]) -> dict[st
         px = af.lab[ring & af.valid]
         px = px[(px[:, 0] > 12) & (px[:, 0] < 85)]
         if len(px) >= 8:
-            colour = _median(px)
-            value, conf, _ = _nearest(colour, IRIS_REF, weights=(0.5, 1.0, 1.0), temperature=5.0)
+            colour = median_colour(px)
+            value, conf, _ = nearest_colour(colour, IRIS_REF, weights=(0.5, 1.0, 1.0), temperature=5.0)
             conf *= _ramp(iris_px, 3.0, 5.0)
             out["eye_color"] = Reading(
                 value,

@@ -16,7 +16,8 @@ skimage_data = pytest.importorskip("skimage.data")
 from PIL import Image  # noqa: E402
 
 from core.avatar import face as fm  # noqa: E402
-from core.avatar.face_attributes import read_attributes, read_photo, rgb_to_lab  # noqa: E402
+from core.avatar.colour import rgb_to_lab  # noqa: E402
+from core.avatar.face_attributes import read_attributes, read_photo  # noqa: E402
 from core.avatar.photo import MAX_PIXELS, WORK_SIDE, PhotoError, load_photo  # noqa: E402
 from core.pipelines.jobs import JobError  # noqa: E402
 from core.pipelines.photo_avatar import run_photo_avatar_job  # noqa: E402
@@ -204,7 +205,7 @@ def test_rgb_to_lab_reference_values():
 
 
 def test_lab_to_rgb_inverts_rgb_to_lab():
-    from core.avatar.face_attributes import lab_to_rgb
+    from core.avatar.colour import lab_to_rgb
 
     rgb = np.random.default_rng(0).uniform(0, 1, (200, 3))
     assert np.allclose(lab_to_rgb(rgb_to_lab(rgb)), rgb, atol=1e-3)
@@ -330,3 +331,39 @@ def test_photo_job_end_to_end_with_a_smoke_model(astronaut, tmp_path: Path, monk
     assert events[0].stage == "read_photo" and events[0].fraction == 0.0
     assert all(e.fraction <= 0.05 for e in events if e.stage == "read_photo")
     assert events[-1].fraction == 1.0
+
+
+def test_align_face_maps_canonical_points_to_photo_pixels():
+    from core.avatar.face_align import align_face
+    from core.avatar.photo import Photo
+
+    # A photo whose red channel is x and green channel is y, so every pixel says where it is.
+    h = w = 256
+    yy, xx = np.mgrid[0:h, 0:w]
+    rgb = np.stack([xx, yy, np.zeros_like(xx)], -1).astype(np.uint8)
+    photo = Photo(rgb, np.ones((h, w), bool), False, (w, h), 1.0)
+    # A face rolled 30 degrees, 80 px from forehead-top landmark to chin.
+    a = np.deg2rad(30.0)
+    ex, ey = np.array([np.cos(a), np.sin(a)]), np.array([-np.sin(a), np.cos(a)])
+    origin = np.array([128.0, 90.0])
+    pts = np.zeros((478, 2))
+    pts[fm.FOREHEAD_TOP], pts[fm.CHIN] = origin, origin + 80 * ey
+    pts[list(fm.EYE_LEFT)] = origin + 80 * (-0.2 * ex + 0.3 * ey)
+    pts[list(fm.EYE_RIGHT)] = origin + 80 * (0.2 * ex + 0.3 * ey)
+    face = fm.FaceLandmarks(pts, np.zeros(478), (0.0, 0.0, float(w), float(h)), 1.0, 1)
+    af = align_face(photo, face)
+    # Landmarks in face-length units: forehead at the origin, chin one length down, eyes level.
+    assert np.allclose(af.points[fm.FOREHEAD_TOP], [0, 0], atol=1e-9)
+    assert np.allclose(af.points[fm.CHIN], [0, 1], atol=1e-9)
+    assert np.allclose(af.points[list(fm.EYE_LEFT)], [-0.2, 0.3], atol=1e-9)
+    # Each crop pixel at canonical (u, v) shows the photo at origin + 80 (u ex + v ey); pixel
+    # centres sit at +0.5, so the photo value there is that position - 0.5 (bilinear, exact on
+    # a linear ramp up to 8-bit rounding: within 1 level).
+    u, v = af.uv()
+    from core.avatar.colour import lab_to_rgb
+
+    crop = lab_to_rgb(af.lab) * 255
+    for i, j in [(115, 179), (180, 150), (250, 100)]:
+        assert af.valid[i, j]
+        x, y = origin + 80 * (u[i, j] * ex + v[i, j] * ey) - 0.5
+        assert abs(crop[i, j, 0] - x) < 1.0 and abs(crop[i, j, 1] - y) < 1.0, (i, j, crop[i, j], x, y)
