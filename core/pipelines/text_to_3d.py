@@ -470,36 +470,43 @@ def request_from_params(params: dict[str, Any], work_dir: Path | None) -> TextTo
 def run_text_to_3d_job(params: dict[str, Any], work_dir: Path, reporter: Reporter) -> dict[str, Path]:
     """The ``text_to_3d`` job: train (0-85 % of progress), then the asset path (85-100 %).
 
-    Returns artifact names (``asset.glb``, ``turntable.mp4`` when frames > 0, ``preview.png``)
-    to files in ``work_dir``.
+    ``params`` are those of docs/API.md plus optional ``model`` (hub id or local folder) and
+    ``steps`` (override of the preset). Checkpoints live in ``work_dir / "checkpoints"``; a
+    restarted job resumes from the last one.
+
+    Returns:
+        ``asset.glb``, ``preview.png`` and (when turntable frames > 0) ``turntable.mp4`` to
+        their paths in ``work_dir``.
     """
+    from core.assets import AssetOptions, build_asset
     from core.guidance.stable_diffusion import resolve_model
     from core.pipelines.jobs import JobError
 
+    # 1. Check everything that can be checked before minutes of training.
     request = request_from_params(params, work_dir)
-    try:  # fail on bad input before minutes of training
+    out = params.get("output") or {}
+    try:
         _check_request(request)
         resolve_model(request.model)
-    except ValueError as exc:
+        options = AssetOptions(
+            resolution=int(out.get("resolution", 128)),
+            texture_size=int(out.get("texture_size", 1024)),
+            turntable_frames=int(out.get("turntable_frames", 36)),
+            turntable_size=int(out.get("turntable_size", 256)),
+        ).validate()
+    except ValueError as exc:  # TextTo3DError, GuidanceError, AssetError: each says what to do
         raise JobError(str(exc)) from exc
-    from core.assets import AssetOptions, build_asset
 
+    # 2. Train, then 3. the shared asset path.
     try:
         result = text_to_3d(request, reporter.sub(0.0, 0.85))
-    except ValueError as exc:  # TextTo3DError and GuidanceError carry what to do
+        asset = build_asset(result.field, work_dir, options, reporter.sub(0.85, 1.0), name="asset")
+    except ValueError as exc:
         raise JobError(str(exc)) from exc
-    out = params.get("output") or {}
-    options = AssetOptions(
-        resolution=int(out.get("resolution", 128)),
-        texture_size=int(out.get("texture_size", 1024)),
-        turntable_frames=int(out.get("turntable_frames", 36)),
-        turntable_size=int(out.get("turntable_size", 256)),
-    )
-    asset = build_asset(result.field, work_dir, options, reporter.sub(0.85, 1.0), name="asset")
     artifacts = {"asset.glb": asset.glb, "preview.png": asset.preview}
     if asset.video is not None:
         artifacts["turntable.mp4"] = asset.video
-    return {name: Path(path) for name, path in artifacts.items() if path is not None}
+    return {name: Path(path) for name, path in artifacts.items()}
 
 
 class _ProgressBar:

@@ -140,3 +140,36 @@ def test_cli_reports_bad_input_without_training(tmp_path, capsys):
         main(["--prompt", "a cup", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     )
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_job_writes_glb_video_and_preview(tiny_sd, tmp_path):
+    from core.pipelines.jobs import run_job
+
+    params = {
+        "prompt": "a red chair",
+        "seed": 1,
+        "preset": "draft",
+        "model": str(tiny_sd),
+        "steps": 2,
+        "output": {"resolution": 64, "texture_size": 256, "turntable_frames": 2, "turntable_size": 64},
+    }
+    artifacts = run_job("text_to_3d", params, tmp_path, Reporter())
+    assert sorted(artifacts) == ["asset.glb", "preview.png", "turntable.mp4"]
+    assert artifacts["asset.glb"].read_bytes()[:4] == b"glTF"
+    assert artifacts["preview.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert artifacts["turntable.mp4"].stat().st_size > 0
+    assert (tmp_path / "checkpoints" / "step_0000002.pt").is_file()
+
+
+def test_job_errors_are_job_errors(tiny_sd, tmp_path):
+    from core.pipelines.jobs import JobError, run_job
+
+    with pytest.raises(JobError, match="prompt is empty"):
+        run_job("text_to_3d", {"prompt": "", "model": str(tiny_sd)}, tmp_path, Reporter())
+    with pytest.raises(JobError, match="texture_size"):
+        run_job(
+            "text_to_3d",
+            {"prompt": "a cup", "model": str(tiny_sd), "output": {"texture_size": 3}},
+            tmp_path,
+            Reporter(),
+        )
