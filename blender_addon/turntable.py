@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import bpy
+import numpy as np
 from mathutils import Vector
 
 TURNTABLE_SCENE = "Kiln Turntable"
@@ -71,17 +72,26 @@ def action_fcurves(id_data: bpy.types.ID):
 
 
 def world_bounds(obj: bpy.types.Object) -> tuple[Vector, float]:
-    """Centre and radius of the bounding sphere (around the box centre) of ``obj`` and its children."""
-    corners = []
+    """Centre (of the world bounding box) and radius (farthest vertex from it) of ``obj`` and its children.
+
+    The radius comes from the vertices, not the box corners, which would overestimate a round
+    object by up to sqrt(3) and leave it small in the frame. Non-mesh geometry uses its box.
+    """
+    chunks = []
     for o in (obj, *obj.children_recursive):
-        if o.type in {"MESH", "CURVE", "SURFACE", "META", "FONT"}:
-            corners.extend(o.matrix_world @ Vector(c) for c in o.bound_box)
-    if not corners:
+        if o.type == "MESH" and len(o.data.vertices):
+            co = np.empty(len(o.data.vertices) * 3, np.float32)
+            o.data.vertices.foreach_get("co", co)
+            m = np.array(o.matrix_world, np.float64)
+            chunks.append(co.reshape(-1, 3) @ m[:3, :3].T + m[:3, 3])
+        elif o.type in {"CURVE", "SURFACE", "META", "FONT"}:
+            chunks.append(np.array([tuple(o.matrix_world @ Vector(c)) for c in o.bound_box], np.float64))
+    if not chunks:
         return obj.matrix_world.translation.copy(), 1.0
-    lo = Vector(tuple(min(c[i] for c in corners) for i in range(3)))
-    hi = Vector(tuple(max(c[i] for c in corners) for i in range(3)))
-    centre = (lo + hi) / 2
-    return centre, max((hi - lo).length / 2, 1e-3)
+    points = np.concatenate(chunks)
+    centre = (points.min(0) + points.max(0)) / 2
+    radius = float(np.linalg.norm(points - centre, axis=1).max())
+    return Vector(centre.tolist()), max(radius, 1e-3)
 
 
 def _clear_turntable_scene() -> None:

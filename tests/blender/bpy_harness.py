@@ -103,6 +103,7 @@ class KilnServer:
     data_dir: Path
     engines: tuple[str, ...] = (TEST_ENGINE,)
     env: dict[str, str] = field(default_factory=dict)
+    extra_args: tuple[str, ...] = ()
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
 
@@ -115,6 +116,7 @@ class KilnServer:
         cmd += ["--data-dir", str(self.data_dir)]
         for engine in self.engines:
             cmd += ["--engine", engine]
+        cmd += list(self.extra_args)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.data_dir.parent / f"server-{self.port}.log", "w")  # noqa: SIM115 (lives with the process)
         env = {**os.environ, "PYTHONPATH": str(REPO), **self.env}

@@ -43,6 +43,8 @@ def test_turntable_loops_seamlessly_and_leaves_the_user_scene_alone(tmp_path):
                 bpy.ops.render.render(animation=True, scene=ts.name)
             ts.frame_start, ts.frame_end = 1, opts.frames
             strip = tt.add_video_strip(scene, video)
+            bpy.ops.mesh.primitive_uv_sphere_add(radius=0.5, location=(0.0, 0.0, 2.0))
+            sphere_centre, sphere_radius = tt.world_bounds(bpy.context.active_object)
             return {{
                 "keys": keys, "rot": rot, "extrapolation": fcurve.extrapolation,
                 "centre": list(centre), "radius": radius, "pivot": list(pivot.location),
@@ -52,6 +54,7 @@ def test_turntable_loops_seamlessly_and_leaves_the_user_scene_alone(tmp_path):
                 "user_after": [scene.render.engine, scene.render.resolution_x, scene.camera.name, scene.frame_end],
                 "user_before": list(user), "strip": [strip.type, strip.frame_final_duration, strip.channel],
                 "obj_in_user_scene": obj.name in scene.objects, "obj_in_tt_scene": obj.name in ts.objects,
+                "sphere": [list(sphere_centre), sphere_radius],
             }}
         """,
         tmp_path,
@@ -64,6 +67,9 @@ def test_turntable_loops_seamlessly_and_leaves_the_user_scene_alone(tmp_path):
     # A unit cube at (1, 0, 0.5): the rig turns about its centre; bounding radius = sqrt(3) / 2.
     assert d["pivot"] == pytest.approx([1.0, 0.0, 0.5]) and d["centre"] == pytest.approx([1.0, 0.0, 0.5])
     assert d["radius"] == pytest.approx(math.sqrt(3) / 2, abs=1e-5)
+    # A sphere's radius is its own (0.5), not its box's half-diagonal (0.87): it fills the frame.
+    assert d["sphere"][0] == pytest.approx([0.0, 0.0, 2.0], abs=1e-5)
+    assert d["sphere"][1] == pytest.approx(0.5, abs=1e-5)
     # Camera distance = radius * margin / sin(half fov); 50 mm lens on a 36 mm sensor, 15 degrees up.
     half_fov = math.atan(36 / (2 * 50))
     distance = math.sqrt(3) / 2 * 1.15 / math.sin(half_fov)
