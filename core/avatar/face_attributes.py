@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -530,14 +530,73 @@ def read_attributes(photo: Photo, face: fm.FaceLandmarks) -> PhotoReading:
     )
 
 
+def turned(photo: Photo, quarter_turns: int) -> Photo:
+    """``photo`` rotated counter-clockwise by ``quarter_turns`` x 90 degrees, with a note saying so."""
+    k = quarter_turns % 4
+    if k == 0:
+        return photo
+    w, h = photo.original_size
+    note = (
+        f"the photo was turned {90 * k} degrees counter-clockwise to make the face upright "
+        "(face box and landmarks refer to the turned photo)"
+    )
+    return replace(
+        photo,
+        rgb=np.ascontiguousarray(np.rot90(photo.rgb, k)),
+        valid=np.ascontiguousarray(np.rot90(photo.valid, k)),
+        original_size=(h, w) if k % 2 else (w, h),
+        notes=(*photo.notes, note),
+    )
+
+
+def find_upright_face(photo: Photo) -> tuple[Photo, fm.FaceLandmarks]:
+    """The face in ``photo``, turning the photo by quarter turns until the face is upright.
+
+    Photos stored sideways or upside down without an EXIF orientation tag are common
+    (stripped metadata). The detectors find some rolled faces directly and others only
+    after a turn; either way the photo is then turned so the chin is below the forehead,
+    because the readers measure regions in an upright face best.
+
+    Raises:
+        NoFaceError: no face in any orientation (the upright attempt's error).
+    """
+    # 1. Find the face as stored, else in the other three orientations. Sideways first: the
+    # landmark model fits a rolled face correctly once found, but on an upside-down face it
+    # can return an upright-looking mesh in the wrong place, so 180 degrees is the last resort.
+    turns = 0
+    try:
+        face = fm.find_face(photo)
+    except fm.NoFaceError as upright_error:
+        if upright_error.reason != "no_face":
+            raise
+        for k in (3, 1, 2):
+            try:
+                face = fm.find_face(turned(photo, k))
+            except fm.NoFaceError:
+                continue
+            turns = k
+            break
+        else:
+            raise
+    # 2. Quarter turns that bring the face's up direction (chin -> forehead) nearest to image up.
+    up = face.points[fm.FOREHEAD_TOP] - face.points[fm.CHIN]
+    angle = np.degrees(np.arctan2(-up[1], up[0]))  # 90 = upright (image y points down)
+    fix = int(round((90.0 - angle) / 90.0)) % 4
+    if fix == 0:
+        return turned(photo, turns), face
+    try:
+        return turned(photo, turns + fix), fm.find_face(turned(photo, turns + fix))
+    except fm.NoFaceError:
+        return turned(photo, turns), face
+
+
 def read_photo(source: bytes | str | Path) -> PhotoReading:
-    """Load ``source`` (bytes or a path), find the face and read its attributes.
+    """Load ``source`` (bytes or a path), find the face (turning the photo upright) and read it.
 
     Raises:
         PhotoError: bad file, or no usable face (``NoFaceError``). Nothing is written.
     """
-    photo = load_photo(source)
-    face = fm.find_face(photo)
+    photo, face = find_upright_face(load_photo(source))
     return read_attributes(photo, face)
 
 

@@ -367,3 +367,16 @@ def test_align_face_maps_canonical_points_to_photo_pixels():
         assert af.valid[i, j]
         x, y = origin + 80 * (u[i, j] * ex + v[i, j] * ey) - 0.5
         assert abs(crop[i, j, 0] - x) < 1.0 and abs(crop[i, j, 1] - y) < 1.0, (i, j, crop[i, j], x, y)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_sideways_photo_without_exif_is_turned_upright(astronaut, k: int):
+    sideways = np.ascontiguousarray(np.rot90(astronaut, k=k))  # no EXIF tag to say so
+    reading = read_photo(_encode(sideways))
+    # Turning back is k quarter turns clockwise = (4 - k) counter-clockwise.
+    assert f"turned {90 * (4 - k)} degrees counter-clockwise" in " ".join(reading.warnings)
+    upright = read_photo(_encode(astronaut))
+    # Same face box as the upright photo, within a few pixels; same readings where both are sure.
+    assert np.allclose(reading.face_box, upright.face_box, atol=4)
+    a, b = reading.attributes(), upright.attributes()
+    assert {n: a[n] for n in a.keys() & b.keys()} == {n: b[n] for n in a.keys() & b.keys()}
