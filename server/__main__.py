@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--token", default=None, help="Bearer token clients must send (default: env KILN_TOKEN)")
     p.add_argument("--text-model", default=None, help="text_to_3d diffusion model: hub id or local folder")
-    p.add_argument("--avatar-weights", default=None, help="avatar weights file or folder (default: shipped)")
+    p.add_argument("--avatar-weights", default=None, help="avatar model folder (default: shipped)")
     p.add_argument(
         "--engine",
         action="append",
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--allowed-host", action="append", default=[], help="extra Host header accepted on loopback"
     )
+    p.add_argument("--worker-nice", type=int, default=10, help="niceness added to the worker (POSIX)")
     p.add_argument(
         "--cancel-grace", type=float, default=10.0, help="seconds before a cancelled job is killed"
     )
@@ -68,6 +69,7 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
             cors_origins=tuple(args.cors_origin),
             allowed_hosts=tuple(args.allowed_host),
             cancel_grace_s=args.cancel_grace,
+            worker_nice=args.worker_nice,
             log_level=args.log_level,
         )
         config.check()
@@ -110,7 +112,16 @@ def main(argv: list[str] | None = None) -> None:
 
     app = create_app(config)
     logging.getLogger("kiln.server").info("listening on http://%s:%d", config.host, config.port)
-    uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level, access_log=False)
+    # Keep-alive longer than uvicorn's 5 s: pollers reuse connections, and a connection closed
+    # just as a client reuses it surfaces as "server disconnected" on a loaded machine.
+    uvicorn.run(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level=config.log_level,
+        access_log=False,
+        timeout_keep_alive=30,
+    )
     lock.close()
 
 

@@ -25,7 +25,7 @@ from starlette.datastructures import UploadFile
 from server import __version__
 from server.config import LOOPBACK_NAMES, ServerConfig, is_loopback
 from server.engines import PHOTO_KIND, available_kinds
-from server.guards import BodyLimit, HostOriginGuard
+from server.guards import BodyLimit, HostOriginGuard, ServerTiming
 from server.notify import Notifier
 from server.schemas import (
     PRESETS,
@@ -298,8 +298,10 @@ def create_app(config: ServerConfig) -> FastAPI:
         return {"jobs": [job_out(j) for j in store.list_jobs(state, limit)]}
 
     @router.get("/jobs/{job_id}", response_model=JobOut, responses={404: _ERROR})
-    async def read_job(job_id: str) -> dict[str, Any]:
-        return job_out(get_job(job_id))
+    async def read_job(job_id: str) -> Response:
+        # The hot path of polling clients: serialised directly (the job dict is built from
+        # the store's typed record), skipping a pydantic round trip per poll.
+        return JSONResponse(job_out(get_job(job_id)))
 
     @router.get(
         "/jobs/{job_id}/events",
@@ -435,4 +437,5 @@ def create_app(config: ServerConfig) -> FastAPI:
     if is_loopback(config.host):
         hosts = {h.lower() for h in (*LOOPBACK_NAMES, config.host, *config.allowed_hosts)}
     app.add_middleware(HostOriginGuard, allowed_hosts=hosts, allowed_origins=set(config.cors_origins))
+    app.add_middleware(ServerTiming)
     return app

@@ -84,11 +84,14 @@ class ServerConfig:
     text_to_3d_model: str | None = None
     """Diffusion model hub id or local folder for text_to_3d; None = the engine's default."""
     avatar_weights: str | None = None
-    """Avatar model weights file or folder; None = the weights shipped in the repo."""
+    """Avatar model folder (model.safetensors + model.json), given to the worker as KILN_AVATAR_MODEL;
+    None = the model shipped in the repo."""
     cors_origins: tuple[str, ...] = ()
     """Browser origins allowed to call the API; empty = no CORS and cross-site requests refused."""
     allowed_hosts: tuple[str, ...] = ()
     """Extra Host header values accepted on a loopback bind (guards against DNS rebinding)."""
+    worker_nice: int = 10
+    """Scheduling niceness added to the worker process (POSIX), so the API stays responsive."""
     cancel_grace_s: float = 10.0
     """Seconds a running job has to stop after a cancel before its worker is killed."""
     max_attempts: int = 3

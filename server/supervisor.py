@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from server.config import ServerConfig
-from server.engines import PHOTO_KIND
 from server.store import CANCELLED, FAILED, RUNNING, SUCCEEDED, Artifact, JobRecord, JobStore
 from server.worker import worker_main
 
@@ -39,15 +38,18 @@ def job_dir(data_dir: Path, job_id: str) -> Path:
 
 
 def engine_params(job: JobRecord, work_dir: Path, config: ServerConfig) -> dict[str, Any]:
-    """The params an engine sees: the stored request plus server-side paths and model settings."""
+    """The params an engine sees: the stored request plus the photo's path and the text-to-3D model."""
     params = dict(job.params)
     if "photo_path" in params:
         params["photo_path"] = str(work_dir / params["photo_path"])
     if job.kind == "text_to_3d" and config.text_to_3d_model:
         params["model"] = config.text_to_3d_model
-    if job.kind in ("avatar", PHOTO_KIND) and config.avatar_weights:
-        params["weights"] = config.avatar_weights
     return params
+
+
+def worker_env(config: ServerConfig) -> dict[str, str]:
+    """Environment settings the engines read in the worker (the avatar model folder)."""
+    return {"KILN_AVATAR_MODEL": config.avatar_weights} if config.avatar_weights else {}
 
 
 def collect_artifacts(result: dict[str, str], work_dir: Path) -> list[Artifact]:
@@ -124,6 +126,9 @@ class Supervisor:
         if self._thread is not None:
             self._thread.join(timeout)
         self._kill_worker(graceful=True)
+        if self._thread is None or not self._thread.is_alive():
+            # Free the Event's semaphores now, not at interpreter exit (resource_tracker warns then).
+            self._cancel_event = None
 
     def wake(self) -> None:
         """A job was queued: look now instead of at the next idle poll."""
@@ -146,7 +151,14 @@ class Supervisor:
         parent_conn, child_conn = self._ctx.Pipe()
         proc = self._ctx.Process(
             target=worker_main,
-            args=(child_conn, self._cancel_event, self.config.extra_engines, os.getpid()),
+            args=(
+                child_conn,
+                self._cancel_event,
+                self.config.extra_engines,
+                os.getpid(),
+                self.config.worker_nice,
+                worker_env(self.config),
+            ),
             name="kiln-worker",
             # Not a daemon: engines may start processes of their own (daemons cannot). stop()
             # ends it, and it exits by itself if the server dies (parent watchdog).

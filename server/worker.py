@@ -95,10 +95,22 @@ def _reason(exc: BaseException, kind: str) -> str:
     return f"the {kind} engine failed with {type(exc).__name__}: {exc}; see the server log for the traceback"
 
 
-def worker_main(conn: Any, cancel_event: Any, extra_engines: dict[str, str], parent_pid: int) -> None:
+def worker_main(
+    conn: Any,
+    cancel_event: Any,
+    extra_engines: dict[str, str],
+    parent_pid: int,
+    nice: int = 0,
+    env: dict[str, str] | None = None,
+) -> None:
     """Entry point of the worker process (``multiprocessing`` target)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s worker: %(message)s")
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="watch-parent").start()
+    if nice and hasattr(os, "nice"):
+        # Below the API's priority: on a shared CPU, status polls preempt the job, not the reverse.
+        os.nice(nice)
+
+    os.environ.update(env or {})  # engine settings, e.g. KILN_AVATAR_MODEL
 
     # 1. Device and engine table; extra kinds go into the one table run_job reads.
     conn.send(("hello", {"pid": os.getpid(), **detect_device()}))

@@ -8,7 +8,7 @@ installed, else with trimesh/Pillow/imageio-ffmpeg directly. ``attributes.json``
 which process ran which step, so tests can prove that a job killed mid-run resumed from
 its checkpoint instead of starting over.
 
-Prompts holding ``__crash__`` (worker dies by SIGKILL), ``__fail__`` (JobError),
+``KILN_SLOW_BUSY=1`` makes the steps burn CPU (for bench/server.py). Prompts holding ``__crash__`` (worker dies by SIGKILL), ``__fail__`` (JobError),
 ``__error__`` (an engine bug) or ``__stubborn__`` (ignores cancellation) exercise the
 server's failure paths.
 """
@@ -60,11 +60,17 @@ class SphereField(Field):
 
 
 def _sleep(seconds: float, reporter: Reporter, stubborn: bool) -> None:
+    """Wait ``seconds``, checking for cancellation; with KILN_SLOW_BUSY=1 keep a CPU busy instead."""
+    busy = os.environ.get("KILN_SLOW_BUSY") == "1"
+    a = np.random.default_rng(0).standard_normal((192, 192)).astype(np.float32)
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         if not stubborn:
             reporter.check()
-        time.sleep(0.02)
+        if busy:
+            a = np.tanh(a @ a.T * 1e-2)  # ~ms of BLAS work per check, like an optimiser step
+        else:
+            time.sleep(0.02)
 
 
 def _export_fallback(
