@@ -28,15 +28,9 @@ class Fragments:
     distance: np.ndarray
 
 
-def _pow2_ceil(x: np.ndarray) -> np.ndarray:
-    return (1 << np.ceil(np.log2(np.maximum(x, 1))).astype(np.int64)).astype(np.int64)
-
-
 def _batches(sizes: np.ndarray, budget: int) -> Iterator[tuple[np.ndarray, int, int]]:
-    """Group triangles by power-of-two bbox size; yield (ids, box_w, box_h) with <= budget candidates."""
-    bw = _pow2_ceil(sizes[:, 0])
-    bh = _pow2_ceil(sizes[:, 1])
-    key = bw * 65536 + bh
+    """Group triangles by exact bbox size; yield (ids, box_w, box_h) with <= budget candidates."""
+    key = sizes[:, 0] * 65536 + sizes[:, 1]
     order = np.argsort(key, kind="stable")
     uniq, starts = np.unique(key[order], return_index=True)
     ends = np.append(starts[1:], len(order))
@@ -86,38 +80,64 @@ def rasterize(
     ids_all = np.nonzero(valid)[0]
     sizes = hi[ids_all] - lo[ids_all] + 1
 
+    # Edge functions are affine in the pixel centre: weight_i(p) = A_i x + B_i y + C_i.
+    inv_area = np.zeros_like(area)
+    np.divide(1.0, area, out=inv_area, where=np.abs(area) > 1e-12)
+    coef = []
+    for a, b in ((p1, p2), (p2, p0)):  # weight of corner 0, then corner 1 (opposite edges)
+        A = (a[:, 1] - b[:, 1]) * inv_area
+        B = (b[:, 0] - a[:, 0]) * inv_area
+        C = (a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]) * inv_area
+        coef.append((A, B, C))
+
+    # |edge opposite corner i|, for the margin pre-test.
+    edge_len = np.stack(
+        [np.linalg.norm(p2 - p1, axis=1), np.linalg.norm(p0 - p2, axis=1), np.linalg.norm(p1 - p0, axis=1)],
+        axis=1,
+    )
     pixels, faces, barys, distances = [], [], [], []
     done = 0
     for sel, w, h in _batches(sizes, budget):
         reporter(stage, done / max(len(ids_all), 1))
         ids = ids_all[sel]
-        gx, gy = np.meshgrid(np.arange(w), np.arange(h), indexing="xy")
-        cx = lo[ids, 0][:, None] + gx.reshape(1, -1)  # (B, w*h)
-        cy = lo[ids, 1][:, None] + gy.reshape(1, -1)
-        px, py = cx + 0.5, cy + 0.5
-        a, b, c = p0[ids], p1[ids], p2[ids]
-        inv = 1.0 / area[ids][:, None]
-        # Edge functions: the weight of a corner is the signed area opposite it.
-        w0 = ((b[:, 0:1] - px) * (c[:, 1:2] - py) - (b[:, 1:2] - py) * (c[:, 0:1] - px)) * inv
-        w1 = ((c[:, 0:1] - px) * (a[:, 1:2] - py) - (c[:, 1:2] - py) * (a[:, 0:1] - px)) * inv
+        gx = np.tile(np.arange(w, dtype=np.float64), h)[None, :]  # (1, w*h) offsets in the box
+        gy = np.repeat(np.arange(h, dtype=np.float64), w)[None, :]
+        x0 = lo[ids, 0].astype(np.float64) + 0.5  # centre of the box's first pixel
+        y0 = lo[ids, 1].astype(np.float64) + 0.5
+        ws = []
+        for A, B, C in coef:
+            Ai, Bi = A[ids][:, None], B[ids][:, None]
+            ws.append((A[ids] * x0 + B[ids] * y0 + C[ids])[:, None] + Ai * gx + Bi * gy)
+        w0, w1 = ws
         w2 = 1.0 - w0 - w1
         eps = -1e-9
         inside = (w0 >= eps) & (w1 >= eps) & (w2 >= eps)
-        in_box = (cx <= hi[ids, 0][:, None]) & (cy <= hi[ids, 1][:, None])
+        # Every box of a batch is exactly w x h (already clipped to the image).
         if margin <= 0:
-            r, k = np.nonzero(inside & in_box)
+            r, k = np.nonzero(inside)
             bary = np.stack([w0[r, k], w1[r, k], w2[r, k]], axis=1)
             dist = np.zeros(len(r))
         else:
-            r, k = np.nonzero(in_box)
+            # Within `margin` of the triangle implies within `margin` of each edge's line:
+            # w_i >= -margin |edge_i| / |2 area|. Only those candidates get the exact test.
+            slack = margin * edge_len[ids] * np.abs(inv_area[ids])[:, None]  # (B, 3)
+            near_lines = (w0 >= -slack[:, :1]) & (w1 >= -slack[:, 1:2]) & (w2 >= -slack[:, 2:])
+            r_in, k_in = np.nonzero(inside)
+            r, k = np.nonzero(near_lines & ~inside)
             bary = np.clip(np.stack([w0[r, k], w1[r, k], w2[r, k]], axis=1), 0.0, None)
             bary /= bary.sum(axis=1, keepdims=True)
             near = np.einsum("kc,kcd->kd", bary, xy[ids[r]])
-            dist = np.hypot(near[:, 0] - px[r, k], near[:, 1] - py[r, k])
-            dist[inside[r, k]] = 0.0
+            dist = np.hypot(near[:, 0] - (x0[r] + gx[0, k]), near[:, 1] - (y0[r] + gy[0, k]))
             ok = dist <= margin
-            r, k, bary, dist = r[ok], k[ok], bary[ok], dist[ok]
-        pixels.append(cy[r, k] * width + cx[r, k])
+            r = np.concatenate([r_in, r[ok]])
+            k = np.concatenate([k_in, k[ok]])
+            bary = np.concatenate(
+                [np.stack([w0[r_in, k_in], w1[r_in, k_in], w2[r_in, k_in]], axis=1), bary[ok]]
+            )
+            dist = np.concatenate([np.zeros(len(r_in)), dist[ok]])
+        cx = lo[ids[r], 0] + gx[0, k].astype(np.int64)
+        cy = lo[ids[r], 1] + gy[0, k].astype(np.int64)
+        pixels.append(cy * width + cx)
         faces.append(ids[r])
         barys.append(bary)
         distances.append(dist)

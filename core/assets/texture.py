@@ -291,10 +291,12 @@ def bake(
     frags = rasterize(uv_px, size, size, reporter.sub(0.0, 0.3), stage="bake")
     if len(frags.pixel) == 0:
         raise AssetError("no texel is covered by the UV layout; use a larger texture_size")
-    face_of = np.full(size * size, -1, np.int64)
+    # int32 / float32 keep a 4096^2 bake to ~1 GB.
+    face_of = np.full(size * size, -1, np.int32)
     face_of[frags.pixel] = frags.face
-    bary_of = np.zeros((size * size, 3))
+    bary_of = np.zeros((size * size, 3), np.float32)
     bary_of[frags.pixel] = frags.bary
+    del frags
     covered = face_of >= 0
     # 2. Chart borders: texels within BORDER_TEXELS outside a chart are baked from the
     # nearest point of the nearest chart-border triangle, so bilinear lookups at a chart's

@@ -124,3 +124,32 @@ def test_bad_albedo_shape_is_named(two_tone_mesh) -> None:
     layout = unwrap(two_tone_mesh, 64)
     with pytest.raises(AssetError, match=r"Grey\.albedo returned shape .* must return \(N, 3\)"):
         bake(Grey(0.5, (0, 0, 0.5)), two_tone_mesh, layout, 64)
+
+
+def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    ab = b - a
+    t = np.clip(((p - a) @ ab) / (ab @ ab), 0.0, 1.0)
+    return np.linalg.norm(p - (a + t[:, None] * ab), axis=1)
+
+
+def test_margin_rasterisation_reaches_just_outside_the_triangle() -> None:
+    tri = np.array([[2.2, 3.1], [13.7, 5.4], [6.3, 12.8]])
+    frags = rasterize(tri[None], 16, 16, margin=1.5)
+    rows, cols = np.divmod(np.arange(256), 16)
+    centres = np.stack([cols + 0.5, rows + 0.5], axis=1)
+    inside = rasterize(tri[None], 16, 16).pixel
+    true = np.min([_segment_distance(centres, tri[i], tri[(i + 1) % 3]) for i in range(3)], axis=0)
+    true[inside] = 0.0
+    # Reported points lie on the triangle, at the reported distance, within the margin.
+    assert np.all(frags.bary >= 0) and np.allclose(frags.bary.sum(axis=1), 1.0)
+    points = frags.bary @ tri
+    np.testing.assert_allclose(
+        np.linalg.norm(points - centres[frags.pixel], axis=1), frags.distance, atol=1e-9
+    )
+    assert frags.distance.max() <= 1.5
+    # The clamped point is at least as far as the true nearest point, so the reported set is
+    # inside the true margin band, and it holds every centre within 1 pixel of the triangle
+    # (clamping overestimates distances only near the corners).
+    assert set(frags.pixel.tolist()) <= set(np.nonzero(true <= 1.5 + 1e-9)[0].tolist())
+    assert set(np.nonzero(true <= 1.0)[0].tolist()) <= set(frags.pixel.tolist())
+    assert np.all(frags.distance[np.isin(frags.pixel, inside)] == 0.0)
