@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,11 +154,6 @@ def load_photo(source: bytes | bytearray | memoryview | str | Path, work_side: i
             if img.format in ("JPEG", "MPO") and max(img.size) > 2 * work_side:
                 img.draft("RGB", (work_side, work_side))
             img.load()
-            # 4. Upright. exif_transpose is a no-op without an orientation tag.
-            orientation = img.getexif().get(0x0112, 1)
-            if orientation not in (1, None):
-                img = ImageOps.exif_transpose(img)
-                notes.append(f"rotated by EXIF orientation {orientation}")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise PhotoError(
             f"the photo is too large to decode safely ({e}); downscale it first", "too_large"
@@ -167,6 +163,15 @@ def load_photo(source: bytes | bytearray | memoryview | str | Path, work_side: i
             f"the photo file is damaged or incomplete ({e}); upload the complete file or re-save it",
             "damaged",
         ) from None
+    # 4. Upright. A damaged EXIF block only costs the orientation, never the photo.
+    try:
+        orientation = int(img.getexif().get(0x0112, 1) or 1)
+        if orientation != 1:
+            img = ImageOps.exif_transpose(img)
+            notes.append(f"rotated by EXIF orientation {orientation}")
+    except (OSError, SyntaxError, ValueError, TypeError, KeyError, struct.error):
+        orientation = 1
+        notes.append("EXIF data unreadable; orientation not applied")
     # Orientations 5-8 swap width and height.
     swapped = orientation in (5, 6, 7, 8)
     original_size = (header_size[1], header_size[0]) if swapped else header_size

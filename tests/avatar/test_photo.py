@@ -103,6 +103,17 @@ def test_missing_file_and_missing_photo_path(tmp_path: Path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_files_over_20_mb_are_refused_before_reading(tmp_path: Path):
+    big = b"\x89PNG\r\n\x1a\n" + bytes(21 * 2**20)
+    with pytest.raises(PhotoError, match="limit is 20 MB") as err:
+        load_photo(big)
+    assert err.value.reason == "too_large"
+    path = tmp_path / "big.png"
+    path.write_bytes(big)
+    with pytest.raises(PhotoError, match=r"21\.0 MB"):
+        load_photo(path)
+
+
 # -- loading: awkward but valid photos ------------------------------------------------------
 
 
@@ -117,6 +128,29 @@ def test_exif_rotation_is_applied(astronaut):
     assert any("EXIF orientation 6" in n for n in photo.notes)
     # Same pixels as the upright original up to JPEG error (mean abs difference in 0..255).
     assert np.abs(photo.rgb.astype(int) - upright.astype(int)).mean() < 4
+
+
+def test_corrupt_exif_costs_only_the_orientation(astronaut):
+    # An EXIF block whose orientation entry points past the end of the data.
+    exif = b"Exif\x00\x00II*\x00\x08\x00\x00\x00\xff\xff\x12\x01\x03\x00garbage"
+    with pytest.warns(UserWarning):  # Pillow says the EXIF is corrupt and skips it
+        photo = load_photo(_encode(astronaut, "JPEG", quality=95, exif=exif))
+    assert photo.rgb.shape == (512, 512, 3)
+
+
+def test_16_bit_and_palette_pngs_load(astronaut):
+    grey16 = (np.asarray(Image.fromarray(astronaut).convert("L"), np.uint16) * 257).astype(np.uint16)
+    photo = load_photo(_encode(grey16))
+    assert photo.greyscale and photo.rgb.dtype == np.uint8
+    # 16-bit 257 * v maps back to 8-bit v (within rounding).
+    assert np.abs(photo.rgb[..., 0].astype(int) - grey16.astype(int) // 257).max() <= 1
+    pal = Image.fromarray(astronaut).convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+    pal.info["transparency"] = 0  # palette entry 0 is transparent
+    buf = io.BytesIO()
+    pal.save(buf, "PNG", transparency=0)
+    photo = load_photo(buf.getvalue())
+    index = np.asarray(pal)
+    assert not photo.valid[index == 0].any() and photo.valid[index != 0].all()
 
 
 def test_greyscale_png_reads_shape_not_colour(astronaut):
