@@ -245,8 +245,8 @@ class Supervisor:
         work_dir = job_dir(self.config.data_dir, job.id)
         self._cancel_event.clear()
         self.current_job = job.id
-        t0, p0 = time.monotonic(), job.progress
-        state = {"stage": job.stage}
+        t0 = time.monotonic()
+        state: dict[str, Any] = {"stage": job.stage, "eta_from": None}
         kill_at: float | None = None
         params = engine_params(job, work_dir, self.config)
         with contextlib.suppress(OSError, ValueError):  # a dead worker is found below as a crash
@@ -292,12 +292,10 @@ class Supervisor:
                         message="worker crashed",
                     )
                 return
-            if self._handle(job, msg, work_dir, t0, p0, state):
+            if self._handle(job, msg, work_dir, t0, state):
                 return
 
-    def _handle(
-        self, job: JobRecord, msg: tuple, work_dir: Path, t0: float, p0: float, state: dict[str, str]
-    ) -> bool:
+    def _handle(self, job: JobRecord, msg: tuple, work_dir: Path, t0: float, state: dict[str, Any]) -> bool:
         """Apply one worker message; True when the job is finished."""
         kind = msg[0]
         if kind == "hello":
@@ -308,7 +306,13 @@ class Supervisor:
         if kind == "progress":
             _, _, stage, fraction, message = msg
             state["stage"] = stage
-            elapsed, gained = time.monotonic() - t0, fraction - p0
+            # ETA from the rate since the engine's first report: worker start-up, model loading
+            # and a resume's skipped steps would otherwise skew it.
+            now = time.monotonic()
+            if state["eta_from"] is None:
+                state["eta_from"] = (now, fraction)
+            since, p_first = state["eta_from"]
+            elapsed, gained = now - since, fraction - p_first
             eta = elapsed * (1.0 - fraction) / gained if gained >= 0.02 and elapsed >= 0.5 else None
             if self.store.update_progress(job.id, stage, fraction, message, eta):
                 self.publish(job.id)

@@ -9,7 +9,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.server.harness import FAST, PHOTO, SLOW, ServerProcess, private_tmp
+from tests.server.harness import (
+    FAST,
+    PHOTO,
+    SLOW,
+    EngineCase,
+    ServerProcess,
+    private_tmp,
+    shipped_avatar_model,
+)
 
 
 @pytest.fixture
@@ -42,6 +50,32 @@ def shared_server() -> Iterator[ServerProcess]:
     yield server
     server.stop()
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def avatar_server() -> Iterator[ServerProcess]:
+    """A server running the real avatar engine: shipped model, else one trained for seconds."""
+    tmp_path = private_tmp()
+    model = shipped_avatar_model()
+    if model is None:
+        torch = pytest.importorskip("torch")
+        torch.set_num_threads(1)
+        from core.avatar import train
+
+        cfg = train.preset("smoke")
+        assert train.run("all", cfg, tmp_path / "train", 5.0, log=lambda msg: None)
+        model = train.export(cfg, tmp_path / "train", tmp_path / "model").parent
+    server = ServerProcess(tmp_path / "data", ["--avatar-weights", str(model), "--kinds", "avatar"])
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.fixture
+def engine_server(case: EngineCase, request: pytest.FixtureRequest) -> ServerProcess:
+    """The server that runs ``case``'s engine."""
+    return request.getfixturevalue(case.server)
 
 
 @pytest.fixture

@@ -28,33 +28,38 @@ TERMINAL = {"succeeded", "failed", "cancelled"}
 
 @dataclass(frozen=True)
 class EngineCase:
-    """One engine the lifecycle tests run: kind, request and what its turntable has."""
+    """One engine the lifecycle tests run: its kind, a request for it, and which server runs it."""
 
     kind: str
     request: dict[str, Any]
     timeout_s: float
+    server: str
+    """Name of the fixture giving the server that runs this kind."""
+
+
+def shipped_avatar_model() -> Path | None:
+    """The avatar model folder the engine would load by default, if its files exist."""
+    folder = Path(os.environ.get("KILN_AVATAR_MODEL") or REPO / "core" / "avatar" / "weights")
+    return folder if (folder / "model.safetensors").is_file() and (folder / "model.json").is_file() else None
 
 
 def engine_cases() -> list[Any]:
-    """The test engine always; the real avatar engine once core/pipelines/avatar.py and its weights exist."""
-    cases: list[Any] = [
-        pytest.param(
-            EngineCase(
-                "slow", {"kind": "slow", "prompt": "a sphere", "output": {"turntable_frames": 12}}, 60
-            ),
-            id="slow",
-        )
-    ]
-    weights = Path(os.environ.get("KILN_AVATAR_MODEL") or REPO / "core" / "avatar" / "weights")
-    has_weights = (weights / "model.safetensors").is_file()
-    if importlib.util.find_spec("core.pipelines.avatar") is not None and has_weights:
+    """The checkpointed test engine, and the real avatar engine once core/pipelines/avatar.py exists.
+
+    The avatar engine runs with the shipped model when its files are in the repo, else with a
+    model trained for seconds (the "smoke" preset) by the ``avatar_server`` fixture.
+    """
+    slow = {"kind": "slow", "prompt": "a sphere", "output": {"turntable_frames": 12}}
+    cases: list[Any] = [pytest.param(EngineCase("slow", slow, 60, "shared_server"), id="slow")]
+    if importlib.util.find_spec("core.pipelines.avatar") is not None:
         request = {
             "kind": "avatar",
             "prompt": "a woman with a red bob and round glasses",
             "seed": 3,
             "output": {"resolution": 64, "texture_size": 256, "turntable_frames": 8, "turntable_size": 64},
         }
-        cases.append(pytest.param(EngineCase("avatar", request, 600), id="avatar", marks=pytest.mark.slow))
+        case = EngineCase("avatar", request, 600, "avatar_server")
+        cases.append(pytest.param(case, id="avatar", marks=pytest.mark.slow))
     return cases
 
 
