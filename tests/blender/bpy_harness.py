@@ -24,12 +24,15 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+BPY_PYTHON = os.environ.get("KILN_TEST_BPY_PYTHON") or sys.executable
+"""Interpreter for the bpy scripts; point it at another venv to run them on another Blender (e.g. 5.0)."""
 TEST_ENGINE = "kiln_test_box=tests.blender.kiln_test_engine:run_job"
 
 requires_bpy = [
     pytest.mark.blender,
     pytest.mark.skipif(
-        importlib.util.find_spec("bpy") is None, reason="needs the bpy module (pip install bpy)"
+        importlib.util.find_spec("bpy") is None and "KILN_TEST_BPY_PYTHON" not in os.environ,
+        reason="needs the bpy module (pip install bpy)",
     ),
 ]
 
@@ -72,7 +75,7 @@ def run_bpy(body: str, tmp_path: Path, timeout: float = 300, env: dict[str, str]
     user = tmp_path / "blender_user"
     full_env = {**os.environ, "BLENDER_USER_RESOURCES": str(user), "PYTHONPATH": str(REPO), **(env or {})}
     proc = subprocess.run(
-        [sys.executable, str(script)],
+        [BPY_PYTHON, str(script)],
         cwd=REPO,
         env=full_env,
         capture_output=True,

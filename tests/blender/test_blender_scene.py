@@ -36,6 +36,8 @@ def test_turntable_loops_seamlessly_and_leaves_the_user_scene_alone(tmp_path):
             centre, radius = tt.world_bounds(obj)
             # Stills at frame 1 and frame N+1 (one past the end) must be the same picture.
             # (Rendered as one-frame animations: a still render of a non-active scene ignores frame_set.)
+            if hasattr(ts.render.image_settings, "media_type"):
+                ts.render.image_settings.media_type = "IMAGE"  # Blender 5.0
             ts.render.image_settings.file_format = "PNG"
             ts.render.filepath = {str(tmp_path)!r} + "/still_"
             for frame in (1, 7, 2):
