@@ -153,3 +153,19 @@ def test_margin_rasterisation_reaches_just_outside_the_triangle() -> None:
     assert set(frags.pixel.tolist()) <= set(np.nonzero(true <= 1.5 + 1e-9)[0].tolist())
     assert set(np.nonzero(true <= 1.0)[0].tolist()) <= set(frags.pixel.tolist())
     assert np.all(frags.distance[np.isin(frags.pixel, inside)] == 0.0)
+
+
+def test_fill_empty_copies_the_nearest_colour_and_fills_everything() -> None:
+    from core.assets.texture import _fill_empty
+
+    image = np.zeros((12, 10, 3), np.float32)
+    filled = np.zeros((12, 10), bool)
+    image[2, 2], filled[2, 2] = (1, 0, 0), True  # red texel near the top-left
+    image[9, 8], filled[9, 8] = (0, 0, 1), True  # blue texel near the bottom-right
+    _fill_empty(image, filled, Reporter())
+    assert filled.all()
+    colours = {tuple(c) for c in image.reshape(-1, 3).tolist()}
+    assert colours == {(1.0, 0.0, 0.0), (0.0, 0.0, 1.0)}  # copied, never mixed or black
+    # Texels within the two gutter passes (Manhattan distance <= 2) take their neighbour's colour.
+    assert tuple(image[2, 4]) == (1, 0, 0) and tuple(image[3, 3]) == (1, 0, 0)
+    assert tuple(image[9, 6]) == (0, 0, 1) and tuple(image[11, 8]) == (0, 0, 1)
