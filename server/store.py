@@ -122,6 +122,10 @@ class JobStore:
         conn = self._conn()
         conn.execute("PRAGMA journal_mode=WAL")
         conn.executescript(_SCHEMA)
+        # Databases from before the owner mark: add the column (every old job reads as unowned).
+        columns = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
+        if "owner" not in columns:
+            conn.execute("ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

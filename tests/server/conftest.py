@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -53,19 +54,28 @@ def shared_server() -> Iterator[ServerProcess]:
 
 
 @pytest.fixture(scope="session")
-def avatar_server() -> Iterator[ServerProcess]:
-    """A server running the real avatar engine: shipped model, else one trained for seconds."""
-    tmp_path = private_tmp()
+def avatar_model() -> Iterator[Path]:
+    """The avatar model folder: the shipped one, else one trained for seconds ("smoke" preset)."""
     model = shipped_avatar_model()
-    if model is None:
-        torch = pytest.importorskip("torch")
-        torch.set_num_threads(1)
-        from core.avatar import train
+    if model is not None:
+        yield model
+        return
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    from core.avatar import train
 
-        cfg = train.preset("smoke")
-        assert train.run("all", cfg, tmp_path / "train", 5.0, log=lambda msg: None)
-        model = train.export(cfg, tmp_path / "train", tmp_path / "model").parent
-    server = ServerProcess(tmp_path / "data", ["--avatar-weights", str(model), "--kinds", "avatar"])
+    tmp_path = private_tmp()
+    cfg = train.preset("smoke")
+    assert train.run("all", cfg, tmp_path / "train", 5.0, log=lambda msg: None)
+    yield train.export(cfg, tmp_path / "train", tmp_path / "model").parent
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def avatar_server(avatar_model: Path) -> Iterator[ServerProcess]:
+    """A server running the real avatar engine."""
+    tmp_path = private_tmp()
+    server = ServerProcess(tmp_path / "data", ["--avatar-weights", str(avatar_model), "--kinds", "avatar"])
     server.start()
     yield server
     server.stop()

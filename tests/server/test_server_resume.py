@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.server.harness import SLOW, finished, pid_alive, wait_for
+from tests.server.harness import SLOW, finished, pid_alive, read_sse, wait_for
 
 SLOW_ENV = {"KILN_SLOW_STEPS": "8", "KILN_SLOW_STEP_S": "0.4"}
 pytestmark = pytest.mark.slow  # several server starts each (20-40 s on 2 cores)
@@ -103,3 +103,31 @@ def test_job_interrupted_too_often_fails_with_reason(server_factory) -> None:
     assert final["state"] == "failed", final
     assert "interrupted 3 times" in final["error"] and "smaller preset" in final["error"]
     assert json.loads(json.dumps(final))["artifacts"] == []
+
+
+def test_kill9_resume_real_avatar(server_factory, avatar_model) -> None:
+    # The avatar engine checkpoints its sampled tri-planes (checkpoints/avatar_planes.pt).
+    # Killed after sampling, the restarted job must go straight to the asset path: no
+    # "DDIM step" report after the restart, and the same request still succeeds.
+    pytest.importorskip("core.pipelines.avatar")
+    server = server_factory(["--avatar-weights", str(avatar_model), "--kinds", "avatar"]).start()
+    request = {
+        "kind": "avatar",
+        "prompt": "an old man with a full beard",
+        "seed": 5,
+        "output": {"resolution": 64, "texture_size": 256, "turntable_frames": 4, "turntable_size": 64},
+    }
+    with server.client() as c:
+        job = c.post("/v1/jobs", json=request).json()
+        before = wait_for(c, job["id"], lambda j: j["progress"] > 0.3 or finished(j), 300)
+    assert before["state"] == "running", before  # past sampling, inside the asset path
+    assert (server.data_dir / "jobs" / job["id"] / "checkpoints" / "avatar_planes.pt").is_file()
+    server.kill9()
+    server.start()
+    with server.client() as c, c.stream("GET", f"/v1/jobs/{job['id']}/events", timeout=300) as s:
+        events = read_sse(s)
+    assert events[-1]["state"] == "succeeded", events[-1]["error"]
+    assert not any(e["message"].startswith("DDIM step") for e in events), [e["message"] for e in events]
+    with server.client() as c:
+        glb = c.get(f"/v1/jobs/{job['id']}/artifacts/asset.glb").content
+    assert glb[:4] == b"glTF" and int.from_bytes(glb[8:12], "little") == len(glb)
