@@ -66,7 +66,7 @@ class KILN_OT_generate(bpy.types.Operator):
         spec = runtime.make_spec(item, request, photo, prefs.resolved_output_dir())
         # 3. Run it: inline in background Blender, on a worker thread in the UI.
         try:
-            if bpy.app.background:
+            if not runtime.ui_is_live():
                 final = runtime.run_blocking(context, context.scene, item, spec)
                 if final.error:
                     self.report({"ERROR"}, f"Kiln: {final.error}")
@@ -257,7 +257,7 @@ class KILN_OT_render_turntable(bpy.types.Operator):
             out_dir = client_settings(context).resolved_output_dir()
             out_path = out_dir / f"{file_stem_from_text(obj.name)}_turntable.mp4"
         target = context.scene
-        if bpy.app.background:
+        if not runtime.ui_is_live():
             try:
                 path = turntable.render_turntable(obj, out_path, options)
                 finish_turntable(context, target, path, obj.name, settings.image_plane, options.frames)
@@ -344,7 +344,7 @@ class KILN_OT_check_server(bpy.types.Operator):
             warning = f" ({info.device_warning})" if info.device_warning else ""
             return f"Kiln server {info.version} on {info.device}{warning}, {info.queue_length} job(s) queued"
 
-        if bpy.app.background:
+        if not runtime.ui_is_live():
             _set_status(ask())
             text = _status_text()
             self.report({"ERROR"} if text.startswith("ERROR") else {"INFO"}, text)

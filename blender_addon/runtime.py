@@ -23,6 +23,15 @@ PUMP_INTERVAL = 0.25
 _threads: dict[str, JobThread] = {}
 
 
+def ui_is_live() -> bool:
+    """True when timers fire (interactive Blender); False in ``blender -b`` and the bpy module.
+
+    Operators take their non-blocking path only when this is True. (Tests replace it to drive
+    the interactive path in the bpy module, calling the pump by hand in place of the timer.)
+    """
+    return not bpy.app.background
+
+
 def find_job(local_id: str):
     """(scene, job item) for ``local_id`` in any scene, or (None, None)."""
     for scene in bpy.data.scenes:
@@ -240,7 +249,7 @@ def resume_jobs(context, scenes=None) -> int:
                 continue
             spec = make_spec(item, None, None, settings.resolved_output_dir())
             item.error = ""
-            if bpy.app.background:
+            if not ui_is_live():
                 run_blocking(context, scene, item, spec)
             else:
                 start_thread(context, item, spec)
@@ -251,7 +260,7 @@ def resume_jobs(context, scenes=None) -> int:
 @bpy.app.handlers.persistent
 def on_load_post(*_args) -> None:
     """A reopened .blend picks up its running jobs (interactive only: never block a file load)."""
-    if bpy.app.background:
+    if not ui_is_live():
         return
     try:
         resume_jobs(bpy.context)

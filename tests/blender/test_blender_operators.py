@@ -229,3 +229,68 @@ def main():
     assert d["reopened"][2][0] is True and d["reopened"][2][1] in ("queued", "running")
     assert d["resume"] == ["FINISHED"]
     assert d["resumed_item"]["state"] == "succeeded" and d["resumed_obj"]
+
+
+def test_interactive_operators_return_at_once(extension_zip, slow_server, tmp_path):
+    dead = f"http://127.0.0.1:{free_port()}"
+    run = run_bpy(
+        PRELUDE
+        + f"""
+def pump_until(runtime, item_of, done, limit=60.0):
+    start = time.monotonic()
+    while not done(item_of()):
+        if time.monotonic() - start > limit:
+            raise RuntimeError("timed out: " + str(item_facts(item_of())))
+        runtime._pump()
+        time.sleep(0.05)
+
+def main():
+    prefs, runtime = install({str(extension_zip)!r}, {slow_server.url!r}, {str(tmp_path / "outputs")!r})
+    runtime.ui_is_live = lambda: True  # as in the UI; this script calls the pump in place of the timer
+    facts = {{}}
+    s = set_panel("a slow box __slow__")
+    # 1. Generate returns before the server has even answered; the pump brings the result in.
+    t = time.perf_counter()
+    facts["generate"] = call(bpy.ops.kiln.generate, "INVOKE_DEFAULT")
+    facts["generate_s"] = time.perf_counter() - t
+    facts["state_after_call"] = s.jobs[-1].state
+    pump_until(runtime, lambda: bpy.context.scene.kiln.jobs[-1], lambda i: i.object_name or i.error)
+    facts["done"] = item_facts(s.jobs[-1])
+    # 2. Server down: the operator still returns at once; the entry turns failed on the pump.
+    prefs.server_url = {dead!r}
+    t = time.perf_counter()
+    facts["down"] = call(bpy.ops.kiln.generate, "INVOKE_DEFAULT")
+    facts["down_s"] = time.perf_counter() - t
+    pump_until(runtime, lambda: bpy.context.scene.kiln.jobs[-1], lambda i: i.error)
+    facts["down_item"] = item_facts(s.jobs[-1])
+    # 3. A file saved with a running job follows it again by itself when reopened (load_post).
+    prefs.server_url = {slow_server.url!r}
+    from importlib import import_module
+    job = import_module(MOD + ".blender_addon.client").KilnClient(prefs.server_url).create_job(s.to_request())
+    item = runtime.new_job_item(bpy.context.scene, s.to_request())
+    item.job_id, item.state = job.id, job.state
+    blend = {str(tmp_path / "running.blend")!r}
+    bpy.ops.wm.save_as_mainfile(filepath=blend)
+    bpy.ops.wm.read_homefile(use_empty=True)
+    runtime._threads.clear()
+    bpy.ops.wm.open_mainfile(filepath=blend)
+    facts["followed_after_open"] = len(runtime._threads)
+    pump_until(runtime, lambda: bpy.context.scene.kiln.jobs[-1], lambda i: i.object_name or i.error)
+    facts["reopened_item"] = item_facts(bpy.context.scene.kiln.jobs[-1])
+    facts["same_job"] = bpy.context.scene.kiln.jobs[-1].job_id == job.id
+    return facts
+""",
+        tmp_path,
+    )
+    d = run.data
+    assert d["generate"] == [["FINISHED"], ""]
+    # The call only starts a thread; the job itself takes >= 1.5 s (measured 33 ms; 5 ms with the server down).
+    assert d["generate_s"] < 0.5
+    assert d["state_after_call"] == "submitting"
+    assert d["done"]["state"] == "succeeded" and d["done"]["object_name"] == "a slow box __slow__"
+    assert d["down"] == [["FINISHED"], ""] and d["down_s"] < 0.5
+    assert d["down_item"]["state"] == "failed"
+    assert d["down_item"]["error"].startswith(f"cannot reach the Kiln server at {dead}")
+    assert d["followed_after_open"] == 1
+    assert d["same_job"] and d["reopened_item"]["state"] == "succeeded"
+    assert d["reopened_item"]["object_name"] == "a slow box __slow__.001"  # the first one is in the file
