@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.assets.child import ChildFailed, run_cancellable
 from core.assets.mesh import AssetError, Mesh
 from core.progress import Reporter
 
@@ -175,9 +176,16 @@ def clean_mesh(
             raise ImportError(
                 "decimation needs fast-simplification: pip install fast-simplification"
             ) from exc
-        v, tris = fast_simplification.simplify(
-            current.vertices.astype(np.float64), current.faces, target_count=int(max_faces)
-        )
+        try:
+            v, tris = run_cancellable(
+                fast_simplification.simplify,
+                (current.vertices.astype(np.float64), current.faces, None, int(max_faces)),
+                reporter.sub(0.4, 0.9),
+                "cleanup",
+                f"decimating {current.num_faces} -> {max_faces} faces",
+            )
+        except ChildFailed as exc:
+            raise AssetError(f"decimation failed ({exc}); try a larger max_faces or None") from exc
         tris = np.asarray(tris, np.int64).reshape(-1, 3)
         good = (tris[:, 0] != tris[:, 1]) & (tris[:, 1] != tris[:, 2]) & (tris[:, 2] != tris[:, 0])
         current = _compact(np.asarray(v, np.float32), _drop_duplicate_faces(tris[good]))

@@ -118,6 +118,27 @@ def _check_resolution(resolution: int) -> None:
         )
 
 
+EVAL_BATCH = 1 << 18
+"""Points per field.value call: a slow field (a NeRF on a CPU) still reaches a cancel check often."""
+
+
+def _evaluate(field: Field, points: np.ndarray, reporter: Reporter) -> np.ndarray:
+    """(N,) float32 field values, queried in batches with a cancellation check between them."""
+    out = np.empty(len(points), np.float32)
+    for start in range(0, len(points), EVAL_BATCH):
+        if start:
+            reporter.check()
+        part = points[start : start + EVAL_BATCH]
+        values = np.asarray(field.value(part), dtype=np.float32)
+        if values.shape != (len(part),):
+            raise AssetError(
+                f"{type(field).__name__}.value returned shape {values.shape} for {len(part)} points; "
+                "it must return one value per point, shape (N,)"
+            )
+        out[start : start + len(part)] = values
+    return out
+
+
 def extract_mesh(
     field: Field,
     resolution: int = 128,
@@ -191,13 +212,7 @@ def extract_mesh(
             pts[..., 0] = xs[:, None, None]
             pts[..., 1] = yy
             pts[..., 2] = zz
-            values = np.asarray(field.value(pts.reshape(-1, 3)), dtype=np.float32)
-            if values.size != real * ny * nz:
-                raise AssetError(
-                    f"{type(field).__name__}.value returned shape {values.shape} for {real * ny * nz} points; "
-                    "it must return one value per point, shape (N,)"
-                )
-            values = values.reshape(real, ny, nz)
+            values = _evaluate(field, pts.reshape(-1, 3), reporter).reshape(real, ny, nz)
             bad = ~np.isfinite(values)
             if bad.any():
                 i = np.argwhere(bad)[0]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import multiprocessing
 from dataclasses import dataclass
 
 import numpy as np
 
+from core.assets.child import ChildFailed, run_cancellable
 from core.assets.mesh import AssetError, Mesh, vertex_normals
 from core.assets.raster import Fragments, nearest_per_pixel, rasterize
 from core.fields.base import Field
@@ -105,68 +105,6 @@ def _xatlas_job(
     return [atlas[i] for i in range(atlas.mesh_count)], int(atlas.chart_count)
 
 
-def _die_with_parent() -> None:
-    """Linux: have the kernel kill this child if its parent dies (e.g. a killed worker)."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # not glibc: the child still ends on its own when xatlas returns
-
-
-def _child(conn, args) -> None:  # pragma: no cover - runs in a forked process
-    _die_with_parent()
-    try:
-        conn.send(("ok", _xatlas_job(*args)))
-    except Exception as exc:  # report any failure to the parent instead of dying silently
-        conn.send(("error", repr(exc)))
-    finally:
-        conn.close()
-
-
-def _run_cancellable(args: tuple, reporter: Reporter, stage: str, poll: float = 0.1):
-    """Run the xatlas job in a forked child so that cancellation can stop it mid-way.
-
-    xatlas holds the GIL for its whole run, so neither a thread nor a signal can
-    interrupt it; a child process can be killed. Without ``fork``, or inside a daemonic
-    process, it runs inline and a cancel lands when it returns.
-    """
-    if "fork" not in multiprocessing.get_all_start_methods() or multiprocessing.current_process().daemon:
-        # No fork (not Linux/macOS) or a daemonic process (which may not have children).
-        reporter(stage, 0.1, "charting (not cancellable here)")
-        try:
-            return _xatlas_job(*args)
-        except RuntimeError as exc:
-            raise AssetError(f"UV unwrap failed: {exc}; retry with fewer faces (max_faces)") from exc
-    ctx = multiprocessing.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, args), daemon=True)
-    proc.start()
-    child.close()
-    try:
-        waited = 0.0
-        while not parent.poll(poll):
-            waited += poll
-            reporter(stage, min(0.9, waited / (waited + 3.0)), "xatlas: charting and packing")
-            if not proc.is_alive() and not parent.poll(0):
-                raise AssetError(
-                    f"the UV unwrap process died (exit code {proc.exitcode}); retry with fewer faces"
-                )
-        status, payload = parent.recv()
-    finally:
-        if proc.is_alive():
-            proc.kill()
-        proc.join()
-        parent.close()
-    if status != "ok":
-        raise AssetError(
-            f"UV unwrap failed: {payload}; retry with fewer faces (max_faces) or another resolution"
-        )
-    return payload
-
-
 def unwrap(
     mesh: Mesh,
     texture_size: int = 1024,
@@ -209,9 +147,16 @@ def unwrap(
         globals_.append(used)
     mean_area = mesh.area() / mesh.num_faces
     # 2. Chart and pack (cancellable).
-    results, charts = _run_cancellable(
-        (meshes, float(mean_area * chart_faces), int(texture_size), int(padding)), reporter, "unwrap"
-    )
+    try:
+        results, charts = run_cancellable(
+            _xatlas_job,
+            (meshes, float(mean_area * chart_faces), int(texture_size), int(padding)),
+            reporter,
+            "unwrap",
+            "xatlas: charting and packing",
+        )
+    except ChildFailed as exc:
+        raise AssetError(f"UV unwrap failed ({exc}); retry with fewer faces (max_faces)") from exc
     # 3. Stitch pieces back into one split mesh.
     vmaps, faces, uvs = [], [], []
     offset = 0
