@@ -53,10 +53,8 @@ class Thresholds:
     """Chin or jaw regions at least this far from the cheek skin hold facial hair."""
     beard_full_t: float = 0.6
     """Facial hair at least this far along the skin -> hair colour line is a full beard, else stubble."""
-    moustache_de: float = 30.0
-    """Upper lip at least this far from the cheek skin holds a moustache ..."""
-    no_moustache_de: float = 20.0
-    """... and at most this far holds none (between the two the reading stays unsure)."""
+    moustache_band: float = 0.7
+    """Fraction of the most hair-coloured row between nose and mouth from which a moustache is read."""
     glasses_score: float = 0.45
     """Frame-pixel fraction under the eyes plus at the nose bridge above which glasses are read."""
     glasses_square_corners: float = 0.3
@@ -355,6 +353,35 @@ def _hair(
 BROWS = (70, 63, 105, 66, 107, 336, 296, 334, 293, 300)
 
 
+def _moustache_band(af: AlignedFace, skin: np.ndarray, ref: np.ndarray) -> float:
+    """Largest fraction of a row between nose tip and mouth that looks like facial hair.
+
+    A pixel looks like facial hair when it is nearer the hair (or brow) colour than both the
+    cheek skin and the lips; lips are a band of their own colour there, so they do not count.
+    """
+    p = af.points
+    u, v = af.uv()
+    lips = median_colour(
+        np.concatenate([af.disk(0.5 * (p[0] + p[13]), 0.015), af.disk(0.5 * (p[14] + p[17]), 0.015)])
+    )
+    if np.isnan(lips).any() or np.isnan(ref).any():
+        return float("nan")
+    half = 0.5 * (p[fm.MOUTH_RIGHT, 0] - p[fm.MOUTH_LEFT, 0])
+    centre_u = 0.5 * (p[fm.MOUTH_RIGHT, 0] + p[fm.MOUTH_LEFT, 0])
+    region = (
+        af.valid
+        & (np.abs(u - centre_u) <= half)
+        & (v > p[fm.NOSE_TIP, 1])
+        & (v < 0.5 * (p[13, 1] + p[14, 1]))
+    )
+    d_ref = delta_e_shaded(af.lab, ref)
+    hairy = region & (d_ref < delta_e_shaded(af.lab, skin)) & (d_ref < delta_e_shaded(af.lab, lips))
+    rows = region.sum(axis=1)
+    frac = np.where(rows > 0, hairy.sum(axis=1) / np.maximum(rows, 1), 0.0)
+    smooth = np.convolve(frac, np.ones(3) / 3, mode="same")
+    return float(smooth.max()) if rows.any() else float("nan")
+
+
 def _lower_face(
     af: AlignedFace, skin: np.ndarray, hair: np.ndarray | None, feats: dict[str, float]
 ) -> dict[str, Reading]:
@@ -385,6 +412,8 @@ def _lower_face(
     jaws = [diff(c, 0.04) for c in jaw_regions]
     jaw = float(np.nanmin(jaws)) if not np.all(np.isnan(jaws)) else float("nan")
     lip = diff(0.5 * (p[2] + p[fm.UPPER_LIP]), 0.025)
+    band = _moustache_band(af, skin, ref)
+    feats["moustache_band"] = band
     t_chin = toward_hair(0.5 * (p[fm.LOWER_LIP] + p[fm.CHIN]), 0.05)
     t_jaw = float(np.nanmin([toward_hair(c, 0.04) for c in jaw_regions]))
     feats |= {"beard_chin": chin, "beard_jaw": jaw, "moustache_lip": lip, "t_chin": t_chin, "t_jaw": t_jaw}
@@ -407,14 +436,14 @@ def _lower_face(
             conf,
             f"ΔE to skin: chin {chin:.1f}, jaw {jaw:.1f}; toward hair colour {t_chin:.2f}, {t_jaw:.2f}",
         )
-    if not np.isnan(lip):
-        if lip >= t.moustache_de:
-            value, conf = "moustache", _conf(lip, t.moustache_de, 10)
-        elif lip <= t.no_moustache_de:
-            value, conf = "none", _conf(lip, t.no_moustache_de, 8)
-        else:
-            value, conf = "none", 0.3
-        out["moustache"] = Reading(value, conf, f"ΔE to skin: upper lip {lip:.1f}")
+    if not np.isnan(band):
+        has = band >= t.moustache_band
+        conf = _conf(band, t.moustache_band, 0.3)
+        out["moustache"] = Reading(
+            "moustache" if has else "none",
+            conf,
+            f"facial-hair row above the mouth {band:.0%} (ΔE lip {lip:.1f})",
+        )
     return out
 
 
