@@ -1,0 +1,129 @@
+"""The panels' and preferences' draw code against a recording layout: every property and operator exists.
+
+Blender only runs draw() with a window, which the bpy module has not; a typo in a property or
+operator name would otherwise show up first in an artist's sidebar as a console error.
+"""
+
+from __future__ import annotations
+
+from tests.blender.bpy_harness import requires_bpy, run_bpy
+
+pytestmark = requires_bpy
+
+
+def test_draw_code_names_only_real_properties_and_operators(tmp_path):
+    run = run_bpy(
+        """
+        from blender_addon import register, unregister
+
+        class Problems(list):
+            pass
+
+        problems = Problems()
+        seen = {"props": set(), "ops": set(), "progress": []}
+
+        class OpProps:
+            def __init__(self, idname):
+                module, _, name = idname.partition(".")
+                op = getattr(getattr(bpy.ops, module), name, None)
+                self._rna = op.get_rna_type() if op is not None else None
+            def __setattr__(self, name, value):
+                if name != "_rna" and (self._rna is None or name not in self._rna.properties):
+                    problems.append(f"operator property {name} missing")
+                object.__setattr__(self, name, value)
+
+        class Layout:
+            use_property_split = use_property_decorate = enabled = False
+            def _child(self, *a, **k):
+                return Layout()
+            row = column = box = split = _child
+            def prop(self, data, name, **kw):
+                if name not in data.bl_rna.properties:
+                    problems.append(f"property {name} missing on {data}")
+                seen["props"].add(name)
+            def operator(self, idname, **kw):
+                module, _, name = idname.partition(".")
+                if not hasattr(getattr(bpy.ops, module), name) or not hasattr(bpy.types, "KILN_OT_" + name):
+                    problems.append(f"operator {idname} missing")
+                seen["ops"].add(idname)
+                return OpProps(idname)
+            def label(self, text="", icon="NONE", **kw):
+                if not isinstance(text, str):
+                    problems.append(f"label text {text!r}")
+            def progress(self, factor=0.0, type="BAR", text=""):
+                seen["progress"].append((round(factor, 2), text))
+            def template_list(self, listtype, list_id, data, propname, active_data, active_propname, **kw):
+                if not hasattr(bpy.types, listtype):
+                    problems.append(f"UIList {listtype} missing")
+                for owner, name in ((data, propname), (active_data, active_propname)):
+                    if name not in owner.bl_rna.properties:
+                        problems.append(f"list property {name} missing")
+
+        class Self:
+            def __init__(self):
+                self.layout = Layout()
+
+        def main():
+            register()
+            ctx = bpy.context
+            s = ctx.scene.kiln
+            s.attributes.add().key = "hair_style"
+            for state, progress, error in (("running", 0.42, ""), ("failed", 0.0, "boom"), ("succeeded", 1.0, "")):
+                job = s.jobs.add()
+                job.state, job.progress, job.error, job.prompt, job.stage = state, progress, error, "p", "sample"
+            for mode in ("OBJECT", "AVATAR", "PHOTO"):
+                s.mode = mode
+                for panel in ("VIEW3D_PT_kiln", "VIEW3D_PT_kiln_jobs", "VIEW3D_PT_kiln_turntable"):
+                    getattr(bpy.types, panel).draw(Self(), ctx)
+            ui_list = bpy.types.KILN_UL_jobs
+            for index, job in enumerate(s.jobs):
+                ui_list.draw_item(None, ctx, Layout(), s, job, 0, s, "active_job_index", index)
+            from blender_addon.preferences import KILN_AddonPreferences as prefs
+            fake = Self()
+            fake.bl_rna = prefs.bl_rna
+            for name in ("server_url", "token", "timeout", "poll_interval", "output_dir", "status"):
+                setattr(fake, name, prefs.bl_rna.properties[name].default)
+            prefs.draw(fake, ctx)
+            unregister()
+            return {"problems": problems, "props": sorted(seen["props"]), "ops": sorted(seen["ops"]),
+                    "progress": seen["progress"]}
+        """,
+        tmp_path,
+    )
+    d = run.data
+    assert d["problems"] == []
+    assert d["ops"] == [
+        "kiln.attribute_add",
+        "kiln.attribute_remove",
+        "kiln.cancel",
+        "kiln.check_server",
+        "kiln.generate",
+        "kiln.import_result",
+        "kiln.import_video",
+        "kiln.job_remove",
+        "kiln.render_turntable",
+        "kiln.resume_jobs",
+    ]
+    # Every setting of the issue is on the panel.
+    for name in (
+        "mode",
+        "prompt",
+        "negative_prompt",
+        "seed",
+        "preset",
+        "photo_path",
+        "resolution",
+        "texture_size",
+    ):
+        assert name in d["props"]
+    assert {
+        "key",
+        "value",
+        "turntable_engine",
+        "turntable_frames",
+        "image_plane",
+        "server_url",
+        "token",
+    } <= set(d["props"])
+    # Only the running job draws a progress bar, with its stage and percentage.
+    assert d["progress"] == [[0.42, "sample 42%"]]
