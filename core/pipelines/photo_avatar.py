@@ -72,6 +72,8 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 def run_photo_avatar_job(params: dict[str, Any], work_dir: Path, reporter: Reporter) -> dict[str, Path]:
     """The ``photo_avatar`` job: photo (``params["photo_path"]``) + optional prompt -> avatar asset.
 
+    ``photo_path`` is absolute or relative to ``work_dir`` (where the server stores uploads).
+
     Steps: 1. read the photo and merge attributes (nothing is written if this fails);
     2. run the avatar job with the merged attributes as overrides; 3. write ``attributes.json``
     with what was read, each confidence, and where every used attribute came from.
@@ -84,10 +86,14 @@ def run_photo_avatar_job(params: dict[str, Any], work_dir: Path, reporter: Repor
     photo_path = params.get("photo_path")
     if not photo_path:
         raise JobError("a photo_avatar job needs a photo; upload one with POST /v1/jobs/photo")
+    # The server stores uploads inside the job folder; a relative path is relative to it.
+    path = Path(photo_path)
+    if not path.is_absolute():
+        path = work_dir / path
     read_reporter = reporter.sub(0.0, 0.05)
     read_reporter("read_photo", 0.0, "finding the face in the photo")
     try:
-        plan = plan_photo_avatar(Path(photo_path), params.get("prompt") or "", params.get("attributes"))
+        plan = plan_photo_avatar(path, params.get("prompt") or "", params.get("attributes"))
     except (PhotoError, AttributeValueError) as e:
         raise JobError(str(e)) from e
     used = ", ".join(f"{n}={v}" for n, v in plan.reading.attributes().items()) or "nothing confidently"

@@ -414,3 +414,15 @@ def test_sideways_photo_without_exif_is_turned_upright(astronaut, k: int):
     assert np.allclose(reading.face_box, upright.face_box, atol=4)
     a, b = reading.attributes(), upright.attributes()
     assert {n: a[n] for n in a.keys() & b.keys()} == {n: b[n] for n in a.keys() & b.keys()}
+
+
+def test_job_reads_a_photo_path_relative_to_the_job_folder(tmp_path: Path):
+    # The server stores uploads as work_dir/input/photo.<ext> and may pass the relative path.
+    (tmp_path / "input").mkdir()
+    (tmp_path / "input" / "photo.png").write_bytes(_encode(np.full((128, 128, 3), 90, np.uint8)))
+    with pytest.raises(JobError, match="no face found"):  # found and read, not "does not exist"
+        run_photo_avatar_job({"photo_path": "input/photo.png"}, tmp_path, Reporter())
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "input",
+        "input/photo.png",
+    ]
