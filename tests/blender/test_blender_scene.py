@@ -45,6 +45,9 @@ def test_turntable_loops_seamlessly_and_leaves_the_user_scene_alone(tmp_path):
                 bpy.ops.render.render(animation=True, scene=ts.name)
             ts.frame_start, ts.frame_end = 1, opts.frames
             strip = tt.add_video_strip(scene, video)
+            probe = bpy.data.scenes.new("probe")
+            tt.configure_render(probe, tt.TurntableOptions(engine="EEVEE", samples=3), 6)
+            eevee = [probe.render.engine, probe.eevee.taa_render_samples, list(bpy.app.version[:2])]
             bpy.ops.mesh.primitive_uv_sphere_add(radius=0.5, location=(0.0, 0.0, 2.0))
             sphere_centre, sphere_radius = tt.world_bounds(bpy.context.active_object)
             return {{
@@ -56,7 +59,7 @@ def test_turntable_loops_seamlessly_and_leaves_the_user_scene_alone(tmp_path):
                 "user_after": [scene.render.engine, scene.render.resolution_x, scene.camera.name, scene.frame_end],
                 "user_before": list(user), "strip": [strip.type, strip.frame_final_duration, strip.channel],
                 "obj_in_user_scene": obj.name in scene.objects, "obj_in_tt_scene": obj.name in ts.objects,
-                "sphere": [list(sphere_centre), sphere_radius],
+                "sphere": [list(sphere_centre), sphere_radius], "eevee": eevee,
             }}
         """,
         tmp_path,
@@ -84,6 +87,9 @@ def test_turntable_loops_seamlessly_and_leaves_the_user_scene_alone(tmp_path):
     assert d["user_after"] == d["user_before"]
     assert d["obj_in_user_scene"] and d["obj_in_tt_scene"]
     assert d["strip"] == ["MOVIE", 6, 1]
+    # EEVEE on request: its engine id changed in 4.2 (EEVEE Next) and back in 5.0.
+    engine, samples, version = d["eevee"]
+    assert engine == ("BLENDER_EEVEE" if version >= [5, 0] else "BLENDER_EEVEE_NEXT") and samples == 3
     # Seamless: frame N+1 renders the same picture as frame 1; frame 2 (a 60 degree turn) differs.
     from PIL import Image
 
