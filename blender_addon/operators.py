@@ -197,7 +197,7 @@ def _finish_interactive_render() -> float | None:
     state = dict(_pending_render)
     _pending_render.clear()
     if state.get("cancelled"):
-        runtime._notify("Kiln: turntable render cancelled", "WARNING")
+        runtime.notify("Kiln: turntable render cancelled", "WARNING")
         return None
     scene = bpy.data.scenes.get(state["target_scene"])
     tt_scene = bpy.data.scenes.get(turntable.TURNTABLE_SCENE)
@@ -207,9 +207,9 @@ def _finish_interactive_render() -> float | None:
             bpy.context, scene, path, state["object_name"], state["image_plane"], tt_scene.frame_end
         )
     except (RuntimeError, OSError, AttributeError) as ex:
-        runtime._notify(f"Kiln: {ex}")
+        runtime.notify(f"Kiln: {ex}")
         return None
-    runtime._notify(f"Kiln: turntable saved to {path}", "INFO")
+    runtime.notify(f"Kiln: turntable saved to {path}", "INFO")
     return None
 
 
@@ -331,52 +331,47 @@ class KILN_OT_check_server(bpy.types.Operator):
     bl_idname = "kiln.check_server"
     bl_label = "Check Connection"
 
-    _result: dict = {}
-
     def execute(self, context):
         settings = client_settings(context)
 
-        def ask() -> str:
+        def ask() -> tuple[bool, str]:
             try:
                 info = settings.client().info()
             except KilnError as ex:
-                return f"ERROR {ex}"
+                return False, f"Not connected: {ex}"
             warning = f" ({info.device_warning})" if info.device_warning else ""
-            return f"Kiln server {info.version} on {info.device}{warning}, {info.queue_length} job(s) queued"
+            return (
+                True,
+                f"Kiln server {info.version} on {info.device}{warning}, {info.queue_length} job(s) queued",
+            )
 
         if not runtime.ui_is_live():
-            _set_status(ask())
-            text = _status_text()
-            self.report({"ERROR"} if text.startswith("ERROR") else {"INFO"}, text)
-            return {"FINISHED"}
+            ok, text = ask()
+            _set_status(context, text)
+            self.report({"INFO"} if ok else {"ERROR"}, text)
+            return {"FINISHED"} if ok else {"CANCELLED"}
         # Interactive: a thread asks, a timer shows the answer; a dead server never freezes the UI.
-        _set_status("checking…")
-        result: list[str] = []
-        thread = threading.Thread(target=lambda: result.append(ask()), daemon=True)
-        thread.start()
+        _set_status(context, "Checking…")
+        answer: list[tuple[bool, str]] = []
+        threading.Thread(target=lambda: answer.append(ask()), daemon=True).start()
 
         def show() -> float | None:
-            if not result:
+            if not answer:
                 return 0.2
-            _set_status(result[0])
-            runtime._notify(
-                result[0].removeprefix("ERROR "), "ERROR" if result[0].startswith("ERROR") else "INFO"
-            )
+            ok, text = answer[0]
+            _set_status(bpy.context, text)
+            runtime.notify(text, "INFO" if ok else "ERROR")
             return None
 
         bpy.app.timers.register(show, first_interval=0.2)
         return {"FINISHED"}
 
 
-def _set_status(text: str) -> None:
-    addon = bpy.context.preferences.addons.get(ADDON_ID)
+def _set_status(context, text: str) -> None:
+    """Show the answer under the button in the preferences."""
+    addon = context.preferences.addons.get(ADDON_ID)
     if addon is not None and addon.preferences is not None:
         addon.preferences.status = text
-    KILN_OT_check_server._result["status"] = text
-
-
-def _status_text() -> str:
-    return KILN_OT_check_server._result.get("status", "")
 
 
 class KILN_OT_attribute_add(bpy.types.Operator):

@@ -174,7 +174,7 @@ def ensure_pump() -> None:
         bpy.app.timers.register(_pump, first_interval=PUMP_INTERVAL, persistent=True)
 
 
-def _notify(message: str, level: str = "ERROR") -> None:
+def notify(message: str, level: str = "ERROR") -> None:
     """Show a message in the status bar from a timer (no operator of ours is running)."""
     try:
         bpy.ops.kiln.report(message=message, level=level)
@@ -204,13 +204,13 @@ def _pump() -> float | None:
             try:
                 obj = apply_update(bpy.context, scene, item, update)
             except KilnError as ex:
-                _notify(f"Kiln: {ex}")
+                notify(f"Kiln: {ex}")
                 continue
             if update.done:
                 if update.error and update.error != "cancelled":
-                    _notify(f"Kiln: {update.error}")
+                    notify(f"Kiln: {update.error}")
                 elif obj is not None:
-                    _notify(f"Kiln: imported {obj.name}", "INFO")
+                    notify(f"Kiln: imported {obj.name}", "INFO")
                     if item.turntable:
                         _start_turntable_after(obj)
         if not thread.alive and not thread.drain():
@@ -223,7 +223,7 @@ def _start_turntable_after(obj) -> None:
     try:
         bpy.ops.kiln.render_turntable("INVOKE_DEFAULT", object_name=obj.name)
     except RuntimeError as ex:
-        _notify(f"Kiln: turntable failed: {ex}")
+        notify(f"Kiln: turntable failed: {ex}")
 
 
 def resume_jobs(context, scenes=None) -> int:

@@ -104,6 +104,7 @@ def main():
     facts["down"] = call(bpy.ops.kiln.generate, "INVOKE_DEFAULT")
     facts["down_item"] = item_facts(s.jobs[-1])
     facts["down_counts"] = [before, counts()]
+    facts["down_check"] = [call(bpy.ops.kiln.check_server), prefs.status]
     # 4. A remote server while online access is off (the bpy module's default): refused, no request.
     prefs.server_url = "http://10.11.12.13:8765"
     facts["online"] = [bpy.app.online_access, call(bpy.ops.kiln.generate, "INVOKE_DEFAULT")]
@@ -147,6 +148,11 @@ def main():
     assert d["down_item"]["state"] == "failed"
     assert d["down_item"]["error"].startswith(f"cannot reach the Kiln server at {dead}")
     assert d["down_counts"][0] == d["down_counts"][1]
+    (check_result, check_message), status = d["down_check"]
+    assert check_result == ["CANCELLED"] and status.startswith(
+        f"Not connected: cannot reach the Kiln server at {dead}"
+    )
+    assert check_message == f"Error: {status}\n"
     assert d["online"][0] is False and d["online"][1][0] == ["CANCELLED"]
     assert "Blender's online access is off" in d["online_item"]["error"]
 
