@@ -132,3 +132,31 @@ def test_bad_inputs(two_tone_textured) -> None:
     no_colours = TexturedMesh(tm.vertices, tm.faces, tm.uvs, tm.normals, tm.texture, None)
     with pytest.raises(AssetError, match="vertex_colors"):
         build_glb(no_colours, vertex_colors=True)
+
+
+def test_positions_map_kiln_z_up_to_gltf_y_up_exactly() -> None:
+    # Kiln (x, y, z) -> glTF (x, z, -y): the front (-Y) of a Kiln asset faces glTF +Z.
+    verts = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, -2.0, 0.0], [0.0, 0.0, 3.0]], np.float32)
+    faces = np.array([[0, 2, 1], [0, 1, 3], [1, 2, 3], [0, 3, 2]], np.int32)
+    mesh = TexturedMesh(
+        verts,
+        faces,
+        np.zeros((4, 2), np.float32),
+        np.tile([0.0, 0.0, 1.0], (4, 1)),
+        np.zeros((2, 2, 3), np.uint8),
+    )
+    gltf, blob = read_glb_bytes(build_glb(mesh, recentre=False))
+    prim = gltf["meshes"][0]["primitives"][0]
+    acc = gltf["accessors"][prim["attributes"]["POSITION"]]
+    view = gltf["bufferViews"][acc["bufferView"]]
+    pos = np.frombuffer(blob, np.float32, 12, view["byteOffset"]).reshape(4, 3)
+    np.testing.assert_array_equal(pos, [[0, 0, 0], [1, 0, 0], [0, 0, 2], [0, 3, 0]])
+    acc = gltf["accessors"][prim["attributes"]["NORMAL"]]
+    view = gltf["bufferViews"][acc["bufferView"]]
+    normals = np.frombuffer(blob, np.float32, 12, view["byteOffset"]).reshape(4, 3)
+    np.testing.assert_array_equal(normals, np.tile([0, 1, 0], (4, 1)))  # Kiln +Z is glTF +Y
+
+
+def read_glb_bytes(data: bytes) -> tuple[dict, bytes]:
+    json_len = struct.unpack_from("<I", data, 12)[0]
+    return json.loads(data[20 : 20 + json_len]), data[28 + json_len :]

@@ -7,8 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.assets.mesh import AssetError
-from core.assets.turntable import orbit_camera, render_turntable
+from core.assets.cleanup import clean_mesh
+from core.assets.gltf import srgb_to_linear
+from core.assets.mesh import AssetError, extract_mesh
+from core.assets.texture import texture_mesh
+from core.assets.turntable import _place, orbit_camera, render_turntable, render_view
+from core.fields.analytic import BoxField, SphereField
 from core.progress import Cancelled, Reporter
 
 
@@ -98,3 +102,43 @@ def test_cancel_mid_video_leaves_no_video(two_tone_textured, tmp_path) -> None:
         )
     # The preview was complete before the video started; no video, no temporary file.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.png"]
+
+
+class FrontSphere(SphereField):
+    """Green on its front half (y below the centre: Kiln fronts face -Y), grey behind."""
+
+    def albedo(self, points):
+        front = (np.asarray(points)[:, 1] < self.center[1])[:, None]
+        return np.where(front, [0.1, 0.8, 0.1], [0.5, 0.5, 0.5]).astype(np.float32)
+
+
+def test_the_first_frame_looks_at_the_front() -> None:
+    field = FrontSphere(0.5, (0.0, 0.0, 0.5))
+    mesh, _ = clean_mesh(extract_mesh(field, 64))
+    tm = texture_mesh(field, mesh, 128)
+    placed, centre, radius = _place(tm)
+    texture = srgb_to_linear(tm.texture.astype(np.float32) / 255)
+    distance = 3 * radius
+    front = render_view(placed, orbit_camera(centre, distance, 0.0, 0.0, 48), texture)[24, 24]
+    back = render_view(placed, orbit_camera(centre, distance, 180.0, 0.0, 48), texture)[24, 24]
+    assert front[1] > 2 * front[0] and front[1] > 2 * front[2]  # green
+    assert abs(int(back[0]) - int(back[1])) < 10  # grey
+
+
+def test_the_camera_orbits_the_asset() -> None:
+    # A 0.8 x 0.3 (x by y) box is wide from the front and narrow from the side (azimuth 90).
+    field = BoxField((0.4, 0.15, 0.2))
+    mesh, _ = clean_mesh(extract_mesh(field, 64))
+    tm = texture_mesh(field, mesh, 64)
+    placed, centre, radius = _place(tm)
+    texture = srgb_to_linear(tm.texture.astype(np.float32) / 255)
+    widths = []
+    for azimuth in (0.0, 90.0):
+        img = render_view(placed, orbit_camera(centre, 5 * radius, azimuth, 0.0, 96), texture, supersample=1)
+        row = img[48].astype(int)
+        widths.append(int((np.abs(row - row[0]).sum(axis=1) > 30).sum()))  # row[0] is background
+    # Pinhole at d = 5R = 2.35 m, half field of view 15 deg: the front face (0.8 m wide, at
+    # 2.2 m) spans 2 * 0.4 / (2.2 tan 15) * 48 = 65 px; the side face (0.3 m wide, at 1.95 m)
+    # spans 2 * 0.15 / (1.95 tan 15) * 48 = 28 px.
+    assert abs(widths[0] - 65) <= 3
+    assert abs(widths[1] - 28) <= 3
