@@ -86,6 +86,10 @@ def import_glb(
         magic = fh.read(4)
     if magic != b"glTF":
         raise ValueError(f"{path} is not a GLB file (starts with {magic!r}); the download may be damaged")
+    if "gltf" not in dir(bpy.ops.import_scene):  # hasattr is always True on bpy.ops
+        raise RuntimeError(
+            "Blender's glTF importer is off; enable the add-on 'glTF 2.0 format' in Preferences"
+        )
     scene = context.scene
     before = _snapshot()
     try:

@@ -156,13 +156,22 @@ def test_a_broken_glb_leaves_nothing_behind(tmp_path):
                     importer.import_glb(bpy.context, path, "x")
                 except Exception as ex:
                     errors.append(type(ex).__name__ + ": " + str(ex))
+            import addon_utils
+            addon_utils.disable("io_scene_gltf2")
+            try:
+                importer.import_glb(bpy.context, broken, "x")
+            except RuntimeError as ex:
+                errors.append(str(ex))
             return {{"before": before, "after": counts(), "errors": errors}}
         """,
         tmp_path,
     )
     d = run.data
     assert d["after"] == d["before"]
-    assert len(d["errors"]) == 2
+    assert len(d["errors"]) == 3
+    assert (
+        d["errors"][2] == "Blender's glTF importer is off; enable the add-on 'glTF 2.0 format' in Preferences"
+    )
     assert d["errors"][
         1
     ] == f"ValueError: {tmp_path / 'page.glb'} is not a GLB file (starts with b'<htm'); " + (
