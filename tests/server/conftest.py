@@ -75,7 +75,8 @@ def avatar_model() -> Iterator[Path]:
 def avatar_server(avatar_model: Path) -> Iterator[ServerProcess]:
     """A server running the real avatar engine."""
     tmp_path = private_tmp()
-    server = ServerProcess(tmp_path / "data", ["--avatar-weights", str(avatar_model), "--kinds", "avatar"])
+    args = ["--avatar-weights", str(avatar_model), "--kinds", "avatar,photo_avatar"]
+    server = ServerProcess(tmp_path / "data", args)
     server.start()
     yield server
     server.stop()
