@@ -27,16 +27,16 @@ class NeRFFieldConfig:
     """Hidden layers of the MLP that maps features to density and albedo."""
     density_bias: float = -3.0
     """Added to the raw density before the exponential; negative makes empty space start clear."""
-    blob_density: float = 10.0
+    blob_density: float = 16.0
     """Extra raw density at the centre (DreamFusion's density blob) so training starts from a ball."""
-    blob_radius: float = 0.25
+    blob_radius: float = 0.15
     """Standard deviation in metres of the Gaussian density blob."""
     max_log_density: float = 10.0
     """Clamp of the density exponent (e^10 = 22026 per metre is opaque at any step size)."""
     normal_eps: float = 0.01
     """Finite-difference step in metres for normals (about half a cell of the finest level)."""
-    iso: float = 10.0
-    """Density at which the asset path extracts the surface."""
+    iso: float = 20.0
+    """Density (1/m) at which the asset path extracts the surface; 20 absorbs 42 % over a 2.7 cm step."""
 
 
 class NeRFField(nn.Module):
@@ -84,16 +84,26 @@ class NeRFField(nn.Module):
         raw = self._raw(x)
         return torch.exp(self._log_sigma(raw[:, 0], x)), torch.sigmoid(raw[:, 1:])
 
-    def normals(self, x: torch.Tensor) -> torch.Tensor:
+    def normals(self, x: torch.Tensor, density: torch.Tensor | None = None) -> torch.Tensor:
         """Unit outward normals, minus the normalised density gradient: (N, 3) -> (N, 3).
 
         Forward differences of log density (same direction as the density gradient, better
-        scaled) in one batched call on x and its 3 offset copies: no second backward pass.
+        scaled) in one batched call on the 3 offset copies of ``x``: no second backward pass.
+        ``density`` (N,) at ``x``, when the caller has it, saves a fourth evaluation.
         """
         eps = self.config.normal_eps
         offsets = torch.eye(3, dtype=x.dtype, device=x.device) * eps
-        probes = torch.cat((x, x + offsets[0], x + offsets[1], x + offsets[2]))
-        log_d = self._log_sigma(self._raw(probes)[:, 0], probes).view(4, -1)
+        if density is None:
+            probes = torch.cat((x, x + offsets[0], x + offsets[1], x + offsets[2]))
+            log_d = self._log_sigma(self._raw(probes)[:, 0], probes).view(4, -1)
+        else:
+            probes = torch.cat((x + offsets[0], x + offsets[1], x + offsets[2]))
+            log_d = torch.cat(
+                (
+                    torch.log(density).unsqueeze(0),
+                    self._log_sigma(self._raw(probes)[:, 0], probes).view(3, -1),
+                )
+            )
         grad = (log_d[1:] - log_d[:1]).t() / eps
         return -F.normalize(grad, dim=-1, eps=1e-8)
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.fields.base import Field
 from core.render.background import FixedBackground
 from core.render.cameras import CameraBatch, camera_rays
 from core.render.shading import Shading
@@ -53,7 +54,7 @@ class ReferenceShape(nn.Module):
         sdf, which = part.min(-1)
         return self.peak * torch.sigmoid(-sdf / self.width), self.colors[which]
 
-    def normals(self, x: torch.Tensor) -> torch.Tensor:
+    def normals(self, x: torch.Tensor, density: torch.Tensor | None = None) -> torch.Tensor:
         """Exact normals of the nearest sphere's surface: (N, 3) -> (N, 3)."""
         which = self._part_sdf(x).argmin(-1)
         return F.normalize(x - self.centers[which], dim=-1, eps=1e-8)
@@ -123,3 +124,13 @@ def chamfer_distance(a: np.ndarray, b: np.ndarray) -> float:
     da, _ = cKDTree(b).query(a)
     db, _ = cKDTree(a).query(b)
     return float((da.mean() + db.mean()) / 2.0)
+
+
+def shape_chamfer(field: Field, shape: ReferenceShape, resolution: int = 64) -> float:
+    """Chamfer distance (m) between a field's iso-surface and a reference shape's surface,
+    both extracted by marching cubes on the same grid over the shape's box."""
+    pts = grid_points(resolution, shape.bound)
+    ours = surface_points(field.value(pts).reshape((resolution,) * 3), field.default_iso, shape.bound)
+    with torch.no_grad():
+        sdf = shape.sdf(torch.from_numpy(pts)).numpy().reshape((resolution,) * 3)
+    return chamfer_distance(ours, surface_points(sdf, 0.0, shape.bound))

@@ -53,9 +53,9 @@ class TrainConfig:
     """Render height in pixels (renders are resized to the guidance model's input)."""
     width: int = 64
     """Render width in pixels."""
-    lr_encoding: float = 1e-2
-    """Adam learning rate of the hash grid tables."""
-    lr_mlp: float = 1e-3
+    lr_encoding: float = 5e-2
+    """Adam learning rate of the hash grid tables (high: the draft has few steps)."""
+    lr_mlp: float = 1e-2
     """Adam learning rate of the MLPs (field and background)."""
     lr_end_factor: float = 0.1
     """Learning rates decay exponentially to this factor of their start by the last step."""
@@ -108,7 +108,15 @@ def preset_config(preset: str) -> TextTo3DConfig:
             ),
             renderer=RendererConfig(samples_per_ray=128),
             occupancy=OccupancyConfig(resolution=64),
-            train=TrainConfig(steps=5000, height=128, width=128, checkpoint_every=500, preview_every=250),
+            train=TrainConfig(
+                steps=5000,
+                height=128,
+                width=128,
+                lr_encoding=1e-2,
+                lr_mlp=1e-3,
+                checkpoint_every=500,
+                preview_every=250,
+            ),
             shading=ShadingConfig(warmup_steps=1000),
         )
     if preset == "high":
@@ -118,7 +126,15 @@ def preset_config(preset: str) -> TextTo3DConfig:
             ),
             renderer=RendererConfig(samples_per_ray=192),
             occupancy=OccupancyConfig(resolution=128),
-            train=TrainConfig(steps=10000, height=256, width=256, checkpoint_every=500, preview_every=500),
+            train=TrainConfig(
+                steps=10000,
+                height=256,
+                width=256,
+                lr_encoding=1e-2,
+                lr_mlp=1e-3,
+                checkpoint_every=500,
+                preview_every=500,
+            ),
             shading=ShadingConfig(warmup_steps=2000),
         )
     raise TextTo3DError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
@@ -206,6 +222,7 @@ class Trainer:
             MLPBackground() if config.background == "mlp" else FixedBackground(config.background_color)
         ).to(self.device)
         self.renderer = VolumeRenderer(config.renderer)
+        self.preview_renderer = VolumeRenderer(replace(config.renderer, jitter=False))
         self.occupancy = (
             OccupancyGrid(config.occupancy, config.field.bound).to(self.device)
             if config.occupancy.enabled
@@ -227,21 +244,26 @@ class Trainer:
     # -- rendering -------------------------------------------------------------------------------------
 
     def render(
-        self, cameras: CameraBatch, shading: Shading, height: int, width: int, occupancy: bool = True
+        self,
+        cameras: CameraBatch,
+        shading: Shading,
+        height: int,
+        width: int,
+        renderer: VolumeRenderer | None = None,
     ) -> tuple[torch.Tensor, RenderOutput]:
         """Render B cameras: returns (B, 3, H, W) images in [0, 1] and the raw RenderOutput."""
         origins, dirs = camera_rays(cameras, height, width)
         b = len(cameras)
         ray_camera = torch.arange(b, device=self.device).repeat_interleave(height * width)
         shading = Shading(shading.mode, shading.light.to(self.device), shading.ambient.to(self.device))
-        out = self.renderer.render(
+        out = (renderer or self.renderer).render(
             self.nerf,
             origins.reshape(-1, 3).to(self.device),
             dirs.reshape(-1, 3).to(self.device),
             shading,
             self.background,
             ray_camera,
-            occupancy=self.occupancy if occupancy else None,
+            occupancy=self.occupancy,
             generator=self.generator,
         )
         return out.rgb.view(b, height, width, 3).permute(0, 3, 1, 2), out
@@ -256,12 +278,7 @@ class Trainer:
             torch.tensor([math.radians(sum(self.config.camera.fov_deg) / 2)]),
             self.config.camera,
         )
-        jitter = self.renderer.config.jitter
-        self.renderer.config.jitter = False
-        try:
-            img, _ = self.render(cam, albedo_shading(1), size, size)
-        finally:
-            self.renderer.config.jitter = jitter
+        img, _ = self.render(cam, albedo_shading(1), size, size, self.preview_renderer)
         return (img[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
 
     # -- one step --------------------------------------------------------------------------------------

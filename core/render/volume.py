@@ -23,7 +23,7 @@ class RadianceField(Protocol):
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...  # -> (N,), (N, 3)
 
-    def normals(self, x: torch.Tensor) -> torch.Tensor: ...  # (N, 3) -> (N, 3)
+    def normals(self, x: torch.Tensor, density: torch.Tensor | None = None) -> torch.Tensor: ...  # -> (N, 3)
 
 
 @dataclass
@@ -145,10 +145,11 @@ class VolumeRenderer:
         if shading.needs_normals:
             # Normals cost 4 field evaluations each: only where a sample will show.
             if weight_guess is None:
-                normals = self._normals(field, x)
+                normals = self._normals(field, x, sigma)
             else:
                 visible = (weight_guess.view(-1)[index] > cfg.normal_weight_threshold).nonzero().squeeze(1)
-                normals = torch.zeros_like(x).index_copy(0, visible, self._normals(field, x[visible]))
+                visible_normals = self._normals(field, x[visible], sigma[visible])
+                normals = torch.zeros_like(x).index_copy(0, visible, visible_normals)
         ray_of = index // n
         cam = ray_camera[ray_of]
         color = shade(albedo, normals, shading.light[cam], shading.ambient[cam], shading.mode)
@@ -170,9 +171,9 @@ class VolumeRenderer:
             orientation = (w.detach() * facing_away).sum() / r
         return RenderOutput(rgb, opacity, depth, normal_img, orientation, int(index.numel()), candidates)
 
-    def _normals(self, field: RadianceField, x: torch.Tensor) -> torch.Tensor:
+    def _normals(self, field: RadianceField, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         if self.config.normals == "finite_difference":
-            return field.normals(x)
+            return field.normals(x, sigma)
         # The baseline: gradient of density with a graph kept for the second backward.
         training = torch.is_grad_enabled()
         with torch.enable_grad():
