@@ -177,3 +177,40 @@ def test_a_broken_glb_leaves_nothing_behind(tmp_path):
     ] == f"ValueError: {tmp_path / 'page.glb'} is not a GLB file (starts with b'<htm'); " + (
         "the download may be damaged"
     )
+
+
+def test_a_glb_with_several_roots_gets_one_parent_at_the_cursor(tmp_path):
+    run = run_bpy(
+        f"""
+        import numpy as np
+        import trimesh
+        from blender_addon import importer
+
+        def main():
+            scene = trimesh.Scene()
+            scene.add_geometry(trimesh.creation.box((0.2, 0.2, 0.2)), node_name="left",
+                               transform=trimesh.transformations.translation_matrix((-0.5, 0, 0)))
+            scene.add_geometry(trimesh.creation.box((0.2, 0.2, 0.2)), node_name="right",
+                               transform=trimesh.transformations.translation_matrix((0.5, 0, 0)))
+            path = {str(tmp_path / "two.glb")!r}
+            with open(path, "wb") as fh:
+                fh.write(scene.export(file_type="glb"))
+            bpy.context.scene.cursor.location = (0.0, 3.0, 0.0)
+            root = importer.import_glb(bpy.context, path, "two boxes")
+            bpy.context.view_layer.update()
+            kids = sorted(root.children_recursive, key=lambda o: o.matrix_world.translation.x)
+            return {{
+                "root": [root.name, root.type, list(root.location)],
+                "children": [[o.type, [round(v, 4) for v in o.matrix_world.translation]] for o in kids
+                             if o.type == "MESH"],
+                "all_in_kiln": all(c.name == "Kiln" for o in (root, *kids) for c in o.users_collection),
+            }}
+        """,
+        tmp_path,
+    )
+    d = run.data
+    assert d["root"][0] == "two boxes" and d["root"][1] == "EMPTY"
+    assert d["root"][2] == pytest.approx([0.0, 3.0, 0.0])
+    # The boxes keep their offsets (+-0.5 along X) around the cursor.
+    assert d["children"] == [["MESH", [-0.5, 3.0, 0.0]], ["MESH", [0.5, 3.0, 0.0]]]
+    assert d["all_in_kiln"]
