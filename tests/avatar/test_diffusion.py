@@ -182,6 +182,7 @@ def test_unet_shapes_and_resolution_check():
         TriplaneUNet(4, 6, TINY)
 
 
+@pytest.mark.slow
 def test_smoke_training_runs_checkpoints_resumes_and_samples(tmp_path):
     torch.manual_seed(0)
     planes = torch.randn(6, 3, 4, 8, 8)

@@ -92,6 +92,7 @@ def _points(field, n_u=2000, n_n=4000, seed=0) -> PointSet:
     )
 
 
+@pytest.mark.slow
 def test_fitting_reproduces_an_avatar():
     # Joint fit of decoder + planes on two avatars, then the frozen decoder fits a third
     # avatar's planes alone, starting from the mean planes. Bounds measured on this budget:

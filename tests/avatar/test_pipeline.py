@@ -1,0 +1,83 @@
+"""The avatar job: prompt + overrides -> attributes.json, GLB, preview, video; errors people can act on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from core.pipelines.avatar import AvatarRequest, avatar, resolve_attributes, run_avatar_job
+from core.pipelines.jobs import JobError, run_job
+from core.progress import Cancelled, Reporter
+
+torch.set_num_threads(1)
+
+SMALL = {"resolution": 64, "texture_size": 256, "turntable_frames": 2, "turntable_size": 64}
+
+
+def test_explicit_attributes_win_over_the_prompt():
+    attrs, sources, parsed = resolve_attributes(
+        "a woman with a red bob and round glasses", {"glasses": "square"}
+    )
+    assert attrs["hair_style"] == "bob" and attrs["hair_color"] == "red"
+    assert attrs["glasses"] == "square" and sources["glasses"] == "request"
+    assert sources["hair_style"] == "prompt"
+
+
+def test_unknown_override_is_a_job_error():
+    with pytest.raises(JobError, match="use one of"):
+        resolve_attributes("", {"hair_style": "mohawk"})
+
+
+@pytest.mark.slow
+def test_job_writes_artifacts_and_reports_what_it_understood(tmp_path):
+    events = []
+    params = {
+        "prompt": "an elderly person who is bald with long hair, wearing a zorbly hat",
+        "seed": 5,
+        "attributes": {"clothing_color": "green"},
+        "output": SMALL,
+    }
+    arts = run_job("avatar", params, tmp_path, Reporter(callback=events.append))
+    for name in ("asset.glb", "preview.png", "attributes.json", "turntable.mp4"):
+        assert arts[name].is_file() and arts[name].stat().st_size > 0
+    assert arts["asset.glb"].read_bytes()[:4] == b"glTF"
+    record = json.loads(arts["attributes.json"].read_text())
+    assert record["attributes"]["clothing_color"] == "green"
+    assert record["attributes"]["age"] == "elderly"
+    assert "zorbly" in record["unknown_words"]
+    # "bald with long hair": a stated resolution, not a crash.
+    assert any("hair_style" in c for c in record["conflicts"])
+    assert record["attributes"]["hair_style"] in ("bald", "long")
+    assert "eye_color" in record["unspecified"]
+    fractions = [e.fraction for e in events]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert any(e.stage == "sample" for e in events)
+    # Resume: the sampled planes were checkpointed and are reused bit for bit.
+    saved = torch.load(tmp_path / "checkpoints" / "avatar_planes.pt", weights_only=False)
+    again = run_avatar_job(params, tmp_path, Reporter())
+    assert torch.equal(torch.load(tmp_path / "checkpoints" / "avatar_planes.pt", weights_only=False)["planes"],
+                       saved["planes"])  # fmt: skip
+    assert again["asset.glb"].is_file()
+
+
+def test_bad_requests_fail_before_any_file_is_written(tmp_path):
+    with pytest.raises(JobError, match="use one of"):
+        run_avatar_job({"attributes": {"glasses": "monocle"}, "output": SMALL}, tmp_path / "a", Reporter())
+    with pytest.raises(JobError, match="guidance_scale"):
+        run_avatar_job({"guidance_scale": 50.0, "output": SMALL}, tmp_path / "b", Reporter())
+    with pytest.raises(JobError):
+        run_avatar_job({"output": {**SMALL, "resolution": 4}}, tmp_path / "c", Reporter())
+    assert not (tmp_path / "a" / "asset.glb").exists()
+    assert not (tmp_path / "b" / "asset.glb").exists()
+
+
+def test_huge_batch_is_refused_with_the_limit():
+    with pytest.raises(JobError, match="split larger batches"):
+        avatar(AvatarRequest(n=100_000))
+
+
+def test_cancel_stops_sampling():
+    with pytest.raises(Cancelled):
+        avatar(AvatarRequest(prompt="a person"), Reporter(cancel=lambda: True))
