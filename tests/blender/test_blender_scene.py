@@ -214,3 +214,41 @@ def test_a_glb_with_several_roots_gets_one_parent_at_the_cursor(tmp_path):
     # The boxes keep their offsets (+-0.5 along X) around the cursor.
     assert d["children"] == [["MESH", [-0.5, 3.0, 0.0]], ["MESH", [0.5, 3.0, 0.0]]]
     assert d["all_in_kiln"]
+
+
+def test_interactive_turntable_finishes_from_its_timer(tmp_path):
+    # In the UI the render runs as a job; its completion handler only sets a flag and a timer
+    # brings the video in. Here INVOKE_DEFAULT renders inline, and the script calls the timer.
+    run = run_bpy(
+        f"""
+        from blender_addon import register, runtime, operators
+
+        def main():
+            register()
+            runtime.ui_is_live = lambda: True
+            bpy.ops.mesh.primitive_cube_add(size=1.0)
+            obj = bpy.context.active_object
+            s = bpy.context.scene.kiln
+            s.turntable_frames, s.turntable_size, s.turntable_samples = 3, 32, 1
+            out = {str(tmp_path / "cube.mp4")!r}
+            result = sorted(bpy.ops.kiln.render_turntable("INVOKE_DEFAULT", object_name=obj.name, filepath=out))
+            pending = dict(operators._pending_render)
+            again = operators._finish_interactive_render()
+            sed = bpy.context.scene.sequence_editor
+            strips = [] if sed is None else [(st.type, st.frame_final_duration) for st in
+                                             (sed.strips if hasattr(sed, "strips") else sed.sequences)]
+            handlers_left = operators._render_done in bpy.app.handlers.render_complete
+            from blender_addon import unregister
+            unregister()
+            return {{"result": result, "flags": [pending.get("done"), pending.get("cancelled")],
+                     "again": again, "strips": strips, "handlers_left": handlers_left, "prop": obj.get("kiln_turntable")}}
+        """,
+        tmp_path,
+    )
+    d = run.data
+    assert d["result"] == ["FINISHED"]
+    assert d["flags"] == [True, None]  # render_complete fired, render_cancel did not
+    assert d["again"] is None  # the timer finished and unregisters itself
+    assert d["strips"] == [["MOVIE", 3]]
+    assert d["handlers_left"] is False
+    assert d["prop"] == str(tmp_path / "cube.mp4")
