@@ -429,7 +429,7 @@ def text_to_3d(
     resumed_from = 0
     latest = _latest_checkpoint(ckpt_dir) if ckpt_dir is not None else None
     if latest is not None:
-        state = torch.load(latest, map_location=device, weights_only=False)
+        state = torch.load(latest, map_location=device, weights_only=True)
         if state.get("fingerprint") != fingerprint:
             raise TextTo3DError(
                 f"{ckpt_dir} holds checkpoints of a different request or configuration; "

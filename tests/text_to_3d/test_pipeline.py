@@ -173,3 +173,33 @@ def test_job_errors_are_job_errors(tiny_sd, tmp_path):
             tmp_path,
             Reporter(),
         )
+
+
+def test_cancel_inside_a_step_stops_before_the_update(tiny_sd):
+    from core.guidance.stable_diffusion import StableDiffusionGuidance
+    from core.pipelines.text_to_3d import Trainer
+
+    config = _small_config(steps=4)
+    inner = StableDiffusionGuidance(str(tiny_sd), "a red chair")
+    flag = {"stop": False}
+
+    def guidance(inp, generator):
+        flag["stop"] = True  # the user presses cancel while the guidance runs
+        return inner(inp, generator)
+
+    trainer = Trainer(config, guidance, seed=0)
+    before = [p.detach().clone() for p in trainer.nerf.parameters()]
+    with pytest.raises(Cancelled):
+        trainer.train_step(Reporter(cancel=lambda: flag["stop"]))
+    assert trainer.step == 0
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.nerf.parameters(), strict=True))
+
+
+def test_progress_bar_draws_fraction_and_message(capsys):
+    from core.pipelines.text_to_3d import _ProgressBar
+    from core.progress import ProgressEvent
+
+    _ProgressBar(width=10)(ProgressEvent("train", 0.5, "step 5/10 loss 1.5"))
+    err = capsys.readouterr().err
+    assert err.startswith("\r[#####-----]  50.0%")
+    assert err.rstrip().endswith("train: step 5/10 loss 1.5")
