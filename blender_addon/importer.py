@@ -69,8 +69,12 @@ def import_glb(
     prompt: str,
     properties: dict[str, Any] | None = None,
     location: tuple[float, float, float] | None = None,
+    scene: bpy.types.Scene | None = None,
 ) -> bpy.types.Object:
     """Import ``path`` and return its root object.
+
+    ``scene`` (default: the context's) is where the Kiln collection is, e.g. the scene that
+    started the job when the artist has switched scenes since.
 
     Steps:
         1. Check the file is a GLB, then run Blender's glTF importer.
@@ -90,7 +94,7 @@ def import_glb(
         raise RuntimeError(
             "Blender's glTF importer is off; enable the add-on 'glTF 2.0 format' in Preferences"
         )
-    scene = context.scene
+    scene = scene or context.scene
     before = _snapshot()
     try:
         result = bpy.ops.import_scene.gltf(filepath=str(path))
@@ -138,10 +142,11 @@ def import_glb(
             if value is not None:
                 root[PROP_PREFIX + key] = value
 
-        for obj in context.view_layer.objects:
-            obj.select_set(False)
-        root.select_set(True)
-        context.view_layer.objects.active = root
+        if root.name in context.view_layer.objects:  # select only where the artist is looking
+            for obj in context.view_layer.objects:
+                obj.select_set(False)
+            root.select_set(True)
+            context.view_layer.objects.active = root
     except Exception:
         # Leave nothing half-imported; Python's own errors and bpy's RuntimeError alike.
         _remove_new(before)

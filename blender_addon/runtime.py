@@ -99,7 +99,7 @@ def import_job_result(context, scene, item) -> bpy.types.Object | None:
         raise KilnError(item.error)
     props = {"job_id": item.job_id, "seed": item.seed if item.seed >= 0 else None, "kind": item.kind}
     try:
-        obj = importer.import_glb(context, path, item.prompt, props)
+        obj = importer.import_glb(context, path, item.prompt, props, scene=scene)
     except (OSError, ValueError, RuntimeError) as ex:
         item.error = f"import failed: {ex}"
         raise KilnError(item.error) from ex
