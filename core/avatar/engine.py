@@ -310,7 +310,8 @@ class AvatarField(Field):
             )
             rgb[is_skin & brow] = brow_colour
         if a.beard == "stubble":
-            lower = (rel[:, 2] < -0.03 - P.sag) & (rel[:, 1] < 0.02) & ~lips
+            # jaw and chin only: bounded below so the neck keeps its skin colour
+            lower = (rel[:, 2] < -0.03 - P.sag) & (rel[:, 2] > -0.135 - P.sag) & (rel[:, 1] < 0.02) & ~lips
             rgb[is_skin & lower] = 0.55 * skin + 0.45 * hair
         if a.age == "elderly":
             forehead = (rel[:, 2] > 0.055) & (rel[:, 2] < 0.085) & (rel[:, 1] < -0.04)
