@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--allowed-host", action="append", default=[], help="extra Host header accepted on loopback"
     )
+    p.add_argument("--max-queued", type=int, default=1000, help="queued jobs before submissions get 429")
     p.add_argument("--worker-nice", type=int, default=10, help="niceness added to the worker (POSIX)")
     p.add_argument(
         "--cancel-grace", type=float, default=10.0, help="seconds before a cancelled job is killed"
@@ -70,6 +71,7 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
             allowed_hosts=tuple(args.allowed_host),
             cancel_grace_s=args.cancel_grace,
             worker_nice=args.worker_nice,
+            max_queued=args.max_queued,
             log_level=args.log_level,
         )
         config.check()

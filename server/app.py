@@ -164,6 +164,14 @@ def create_app(config: ServerConfig) -> FastAPI:
             raise HTTPException(404, f"no job {job_id!r} on this server; list jobs with GET /v1/jobs")
         return job
 
+    def check_queue() -> None:
+        queued = store.count("queued")
+        if queued >= config.max_queued:
+            raise HTTPException(
+                429,
+                f"{queued} jobs are already queued; wait for some to finish or cancel some, then resubmit",
+            )
+
     def submit(kind: str, params: dict[str, Any], job_id: str | None = None) -> dict[str, Any]:
         if params.get("seed") is None:
             params["seed"] = secrets.randbelow(2**31)
@@ -200,8 +208,11 @@ def create_app(config: ServerConfig) -> FastAPI:
             },
         }
 
-    @router.post("/jobs", status_code=201, response_model=JobOut, responses={422: _ERROR, 413: _ERROR})
+    @router.post(
+        "/jobs", status_code=201, response_model=JobOut, responses={422: _ERROR, 413: _ERROR, 429: _ERROR}
+    )
     async def create_job(request: JobRequest) -> dict[str, Any]:  # type: ignore[valid-type]
+        check_queue()
         params = request.model_dump(exclude={"kind"})
         return submit(request.kind, params)
 
@@ -210,7 +221,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         status_code=201,
         response_model=JobOut,
         openapi_extra={"requestBody": _PHOTO_BODY},
-        responses={413: _ERROR, 415: _ERROR, 422: _ERROR, 400: _ERROR},
+        responses={409: _ERROR, 413: _ERROR, 415: _ERROR, 422: _ERROR, 429: _ERROR},
     )
     async def create_photo_job(request: Request) -> dict[str, Any]:
         """Create a photo_avatar job from a multipart upload: part ``photo``, optional part ``params``."""
@@ -219,6 +230,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             raise HTTPException(
                 409, "this server has no photo_avatar engine installed; see GET /v1/info kinds"
             )
+        check_queue()
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise HTTPException(415, "send multipart/form-data with the image in a part named 'photo'")
         form = await request.form(max_files=1, max_fields=1, max_part_size=64 * 1024)

@@ -96,6 +96,8 @@ class ServerConfig:
     """Seconds a running job has to stop after a cancel before its worker is killed."""
     max_attempts: int = 3
     """Starts of one job (server restarts included) before it is failed instead of resumed."""
+    max_queued: int = 1000
+    """Queued jobs beyond which submissions get 429 (a runaway script cannot fill the disk)."""
     max_upload_bytes: int = 20 * 1024 * 1024
     """Largest accepted photo file."""
     max_image_pixels: int = 40_000_000

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.server.harness import FAST, REPO, ServerProcess, finished, free_port, wait_for
+from tests.server.harness import FAST, REPO, SLOW, ServerProcess, finished, free_port, wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -270,3 +271,21 @@ def test_non_loopback_bind_refuses_without_token(tmp_path) -> None:
     p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 2
     assert "needs a token" in p.stderr and "--token" in p.stderr
+
+
+def test_queue_cap_and_data_dir_lock(server_factory) -> None:
+    server = server_factory(["--engine", SLOW, "--max-queued", "2"], {"KILN_SLOW_STEP_S": "2"}).start()
+    with server.client() as c:
+        ids = [c.post("/v1/jobs", json={"kind": "slow", "prompt": "x"}).json()["id"] for _ in range(3)]
+        wait_for(c, ids[0], lambda j: j["state"] == "running", 60)  # one running, two queued
+        r = c.post("/v1/jobs", json={"kind": "slow", "prompt": "x"})
+        assert r.status_code == 429 and "2 jobs are already queued" in r.json()["detail"], r.text
+        c.post(f"/v1/jobs/{ids[2]}/cancel")
+        r = c.post("/v1/jobs", json={"kind": "slow", "prompt": "x"})
+        assert r.status_code == 201, r.text
+    # A second server on the same data folder refuses to start instead of sharing the jobs.
+    cmd = [sys.executable, "-m", "server", "--data-dir", str(server.data_dir), "--port", str(free_port())]
+    p = subprocess.run(
+        cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True
+    )
+    assert p.returncode == 1 and "another Kiln server is using" in p.stderr, (p.returncode, p.stderr[-2000:])

@@ -165,3 +165,21 @@ def test_crash_reasons() -> None:
     )
     assert "exited with code 3" in crash_reason(3, "")
     assert "killed by SIGSEGV" in crash_reason(-11, "x")
+
+
+def test_cors_only_when_asked(tmp_path: Path) -> None:
+    # In-process app without its lifespan (no worker): only the middleware is exercised.
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+
+    preflight = {"origin": "http://studio.example", "access-control-request-method": "POST"}
+    plain = TestClient(create_app(ServerConfig(data_dir=tmp_path / "a")), base_url="http://127.0.0.1")
+    r = plain.options("/v1/jobs", headers=preflight)
+    assert r.status_code == 403 and "access-control-allow-origin" not in r.headers
+    config = ServerConfig(data_dir=tmp_path / "b", cors_origins=("http://studio.example",))
+    allowed = TestClient(create_app(config), base_url="http://127.0.0.1")
+    r = allowed.options("/v1/jobs", headers=preflight)
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://studio.example"
+    r = allowed.options("/v1/jobs", headers={**preflight, "origin": "http://evil.example"})
+    assert r.status_code == 403
