@@ -167,7 +167,18 @@ def test_crash_reasons() -> None:
     assert "killed by SIGSEGV" in crash_reason(-11, "x")
 
 
-def test_cors_only_when_asked(tmp_path: Path) -> None:
+@pytest.fixture
+def pillow_state():
+    """create_app sets Pillow's process-wide limits; put them back for the other tests in this process."""
+    import warnings
+
+    before = Image.MAX_IMAGE_PIXELS
+    with warnings.catch_warnings():
+        yield
+    Image.MAX_IMAGE_PIXELS = before
+
+
+def test_cors_only_when_asked(tmp_path: Path, pillow_state) -> None:
     # In-process app without its lifespan (no worker): only the middleware is exercised.
     from fastapi.testclient import TestClient
 
