@@ -21,12 +21,16 @@ def object_name_from_prompt(prompt: str, max_len: int = 48) -> str:
 
 
 def kiln_collection(scene: bpy.types.Scene) -> bpy.types.Collection:
-    """The scene's ``Kiln`` collection, created and linked under the scene collection if missing."""
-    coll = bpy.data.collections.get(COLLECTION_NAME)
-    if coll is None:
-        coll = bpy.data.collections.new(COLLECTION_NAME)
-    if coll.name not in scene.collection.children:
-        scene.collection.children.link(coll)
+    """The scene's own ``Kiln`` collection (a child of its scene collection), created if missing.
+
+    Each scene gets its own (``Kiln.001`` ... when the name is taken), so an import in one
+    scene never shows up in another.
+    """
+    for coll in scene.collection.children:
+        if coll.name.split(".")[0] == COLLECTION_NAME:
+            return coll
+    coll = bpy.data.collections.new(COLLECTION_NAME)
+    scene.collection.children.link(coll)
     return coll
 
 
@@ -96,6 +100,9 @@ def import_glb(
         )
     scene = scene or context.scene
     before = _snapshot()
+    view_layer = context.view_layer
+    was_active = view_layer.objects.active
+    was_selected = [o for o in view_layer.objects if o.select_get()]
     try:
         result = bpy.ops.import_scene.gltf(filepath=str(path))
         if "FINISHED" not in result:
@@ -142,11 +149,13 @@ def import_glb(
             if value is not None:
                 root[PROP_PREFIX + key] = value
 
-        if root.name in context.view_layer.objects:  # select only where the artist is looking
-            for obj in context.view_layer.objects:
-                obj.select_set(False)
-            root.select_set(True)
-            context.view_layer.objects.active = root
+        # The importer selected its objects in the current view layer; keep that only when the
+        # asset is in this scene, else give the artist back their selection.
+        view_layer.update()
+        here = scene == context.scene
+        for obj in view_layer.objects:
+            obj.select_set(obj == root if here else obj in was_selected)
+        view_layer.objects.active = root if here else was_active
     except Exception:
         # Leave nothing half-imported; Python's own errors and bpy's RuntimeError alike.
         _remove_new(before)

@@ -115,7 +115,13 @@ def test_import_places_names_packs_and_keeps_provenance(tmp_path):
             bpy.context.scene.cursor.location = (1.0, 2.0, 3.0)
             obj = importer.import_glb(bpy.context, glb, "  a   tall box ", {{"seed": 4, "job_id": "f" * 32}})
             images = importer.material_images(obj)
-            return {{
+            other = bpy.data.scenes.new("Other")
+            elsewhere = importer.import_glb(bpy.context, glb, "elsewhere", scene=other)
+            placement = {{
+                "in_other": elsewhere.name in other.objects, "in_current": elsewhere.name in bpy.context.scene.objects,
+                "active_still": bpy.context.view_layer.objects.active.name,
+            }}
+            return {{"placement": placement,
                 "name": obj.name, "location": list(obj.location), "collections": [c.name for c in obj.users_collection],
                 "props": {{k: obj[k] for k in obj.keys()}}, "active": bpy.context.view_layer.objects.active.name,
                 "selected": [o.name for o in bpy.context.selected_objects],
@@ -131,6 +137,8 @@ def test_import_places_names_packs_and_keeps_provenance(tmp_path):
     assert d["props"] == {"kiln_prompt": "  a   tall box ", "kiln_seed": 4, "kiln_job_id": "f" * 32}
     assert d["active"] == "a tall box" and d["selected"] == ["a tall box"]
     assert d["packed"] == [True]
+    # A job started in another scene lands there; the current scene and its selection stay as they were.
+    assert d["placement"] == {"in_other": True, "in_current": False, "active_still": "a tall box"}
     # The engine's box is 0.4 x 0.3 x 0.5 m in Z-up metres; glTF's Y-up is converted back on import.
     assert d["dims"] == pytest.approx([0.4, 0.3, 0.5], abs=1e-5)
 
