@@ -120,6 +120,8 @@ class StableDiffusionGuidance(Guidance):
             self.unet.set_attention_slice("auto")
         self.alphas_cumprod = scheduler.alphas_cumprod.to(self.device, torch.float32)
         self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
+        # SD 2.x at 768 px predicts v; SDS needs the noise, eps = sqrt(a) v + sqrt(1 - a) x_t.
+        self.v_prediction = scheduler.config.prediction_type == "v_prediction"
         self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.resolution = int(self.unet.config.sample_size) * self.vae_factor
 
@@ -162,6 +164,8 @@ class StableDiffusionGuidance(Guidance):
             eps = self.unet(
                 torch.cat((noisy, noisy)), torch.cat((t, t)), encoder_hidden_states=torch.cat((cond, uncond))
             ).sample
+            if self.v_prediction:
+                eps = torch.cat((sa, sa)) * eps + torch.cat((s1a, s1a)) * torch.cat((noisy, noisy))
             eps_cond, eps_uncond = eps.chunk(2)
             eps_cfg = eps_uncond + self.config.guidance_scale * (eps_cond - eps_uncond)
 

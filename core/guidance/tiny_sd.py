@@ -78,6 +78,7 @@ def build_tiny_sd_pipeline(folder: Path, seed: int = 0) -> Path:
         beta_end=0.012,
         num_train_timesteps=1000,
         clip_sample=False,
+        steps_offset=1,  # what SD's own scheduler configs say; 0 makes the pipeline warn
     )
     pipe = StableDiffusionPipeline(
         vae=vae,

@@ -116,3 +116,31 @@ def test_missing_hub_model_says_to_download(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(GuidanceError, match="huggingface-cli download"):
         StableDiffusionGuidance("kiln-test/no-such-model", "a chair")
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_perfect_noise_prediction_gives_zero_sds_gradient(tiny_sd, prediction):
+    from types import SimpleNamespace
+
+    guidance = StableDiffusionGuidance(str(tiny_sd), "a red chair", config=SDSConfig(grad_clip=None))
+    guidance.v_prediction = prediction == "v_prediction"
+    clean = torch.randn(2, 4, 8, 8)
+
+    # A VAE that encodes every image to `clean` (plus the image mean, to keep a gradient path),
+    # and a UNet that knows `clean`, so its noise (or v) prediction is exact.
+    def encode(x):
+        mean = clean + 0.0 * x.mean()
+        return SimpleNamespace(latent_dist=SimpleNamespace(mean=mean, std=torch.zeros_like(mean)))
+
+    def unet(noisy, t, encoder_hidden_states):
+        a = guidance.alphas_cumprod[t].view(-1, 1, 1, 1)
+        both = torch.cat((clean, clean))
+        eps = (noisy - a.sqrt() * both) / (1 - a).sqrt()
+        out = a.sqrt() * eps - (1 - a).sqrt() * both if guidance.v_prediction else eps
+        return SimpleNamespace(sample=out)
+
+    guidance.vae = SimpleNamespace(encode=encode, config=SimpleNamespace(scaling_factor=1.0))
+    guidance.unet = unet
+    out = guidance(_input(torch.rand(2, 3, 16, 16)), torch.Generator().manual_seed(0))
+    # eps_hat == eps for both heads (and CFG of equal predictions is that prediction): grad 0.
+    assert out.grad_norm < 1e-3
