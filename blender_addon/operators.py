@@ -1,4 +1,3 @@
-# ruff: noqa: RUF012  (bl_options is a plain set, as Blender expects)
 """Operators: generate, cancel, import result, render turntable, import video, check server.
 
 Each has a blocking path for background Blender (timers never fire there, and INVOKE_DEFAULT

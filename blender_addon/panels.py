@@ -1,4 +1,3 @@
-# ruff: noqa: RUF012  (bl_options is a plain set, as Blender expects)
 """View3D > Sidebar > Kiln: generate settings, the job list with progress, the turntable."""
 
 from __future__ import annotations
