@@ -357,11 +357,11 @@ def _latest_checkpoint(folder: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _save_checkpoint(folder: Path, trainer: Trainer, fingerprint: str, keep: int = 2) -> Path:
+def _save_checkpoint(folder: Path, trainer: Trainer, fingerprint: str, loss: float, keep: int = 2) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step_{trainer.step:07d}.pt"
     tmp = path.with_suffix(".tmp")
-    torch.save({"fingerprint": fingerprint, **trainer.state_dict()}, tmp)
+    torch.save({"fingerprint": fingerprint, "loss": loss, **trainer.state_dict()}, tmp)
     os.replace(tmp, path)  # atomic: a crash mid-write never leaves a half checkpoint
     for old in sorted(folder.glob("step_*.pt"))[:-keep]:
         old.unlink()
@@ -427,6 +427,7 @@ def text_to_3d(
     # 3. Resume from the last checkpoint of this request, if any.
     ckpt_dir = request.work_dir / "checkpoints" if request.work_dir is not None else None
     resumed_from = 0
+    loss = float("nan")
     latest = _latest_checkpoint(ckpt_dir) if ckpt_dir is not None else None
     if latest is not None:
         state = torch.load(latest, map_location=device, weights_only=True)
@@ -437,11 +438,11 @@ def text_to_3d(
             )
         trainer.load_state_dict(state)
         resumed_from = trainer.step
+        loss = float(state.get("loss", float("nan")))
 
     # 4. The loop.
     steps = config.train.steps
     preview_path = None
-    loss = float("nan")
     while trainer.step < steps:
         reporter.check()
         stats = trainer.train_step(reporter)
@@ -458,7 +459,7 @@ def text_to_3d(
             )
         reporter("train", s / steps, f"step {s}/{steps} loss {loss:.4g}", preview)
         if ckpt_dir is not None and (s % config.train.checkpoint_every == 0 or s == steps):
-            _save_checkpoint(ckpt_dir, trainer, fingerprint)
+            _save_checkpoint(ckpt_dir, trainer, fingerprint, loss)
     return TextTo3DResult(
         NeRFAssetField(trainer.nerf),
         trainer.nerf,

@@ -95,6 +95,9 @@ def test_checkpoint_resume_equals_uninterrupted_run(tiny_sd, tmp_path):
     for (name, a), b in zip(whole.nerf.state_dict().items(), resumed.nerf.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert resumed.loss == whole.loss
+    # A job restarted after it finished trains no more and reports the last loss.
+    again = text_to_3d(_request(tiny_sd, tmp_path / "split"), config=config)
+    assert again.resumed_from == 6 and again.loss == whole.loss
 
 
 def test_resume_refuses_checkpoints_of_another_request(tiny_sd, tmp_path):
