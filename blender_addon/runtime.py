@@ -193,6 +193,10 @@ def _redraw() -> None:
 def _pump() -> float | None:
     """Timer: drain every worker's updates onto the main thread's bpy data."""
     for local_id, thread in list(_threads.items()):
+        # Read `alive` before draining: a worker that puts its final update and ends between
+        # the drain and a later check would otherwise lose that update (the job would never
+        # finish here). Dead before the drain means the drain holds everything it sent.
+        alive = thread.alive
         updates = thread.drain()
         scene, item = find_job(local_id)
         if item is None:
@@ -206,6 +210,10 @@ def _pump() -> float | None:
             except KilnError as ex:
                 notify(f"Kiln: {ex}")
                 continue
+            except Exception as ex:  # an exception would end the timer, and with it every job
+                item.error = f"could not apply the job's update: {type(ex).__name__}: {ex}"
+                notify(f"Kiln: {item.error}")
+                continue
             if update.done:
                 if update.error and update.error != "cancelled":
                     notify(f"Kiln: {update.error}")
@@ -213,7 +221,7 @@ def _pump() -> float | None:
                     notify(f"Kiln: imported {obj.name}", "INFO")
                     if item.turntable:
                         _start_turntable_after(obj)
-        if not thread.alive and not thread.drain():
+        if not alive:
             _threads.pop(local_id, None)
     _redraw()
     return PUMP_INTERVAL if _threads else None

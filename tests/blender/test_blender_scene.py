@@ -260,3 +260,53 @@ def test_interactive_turntable_finishes_from_its_timer(tmp_path):
     assert d["strips"] == [["MOVIE", 3]]
     assert d["handlers_left"] is False
     assert d["prop"] == str(tmp_path / "cube.mp4")
+
+
+def test_pump_keeps_the_final_update_of_a_worker_that_ends_during_the_drain(tmp_path):
+    # The race: the pump drains a worker's queue, then the worker puts its final update and
+    # ends before the pump looks at it again. That final update must still reach the job item
+    # on a later pump; it must not be drained and dropped while the thread is removed.
+    run = run_bpy(
+        """
+        from blender_addon import register, unregister, runtime
+        from blender_addon.jobflow import JobUpdate
+        from blender_addon.protocol import Job
+
+        class RacyThread:
+            # Alive until its first drain; during that drain it queues its final update and ends.
+            def __init__(self, final):
+                self.queue, self.final, self.alive, self.drains = [], final, True, 0
+            def drain(self):
+                out, self.queue = self.queue, []
+                self.drains += 1
+                if self.drains == 1:
+                    self.queue.append(self.final)
+                    self.alive = False
+                return out
+            def detach(self):
+                pass
+
+        def main():
+            register()
+            scene = bpy.context.scene
+            item = runtime.new_job_item(scene, None, "racy")
+            item.auto_import = False
+            job = Job.from_dict({"id": "j1", "kind": "avatar", "state": "failed", "stage": "",
+                                 "progress": 1.0, "message": "", "error": "engine crashed"})
+            thread = RacyThread(JobUpdate(job=job, error="the job failed: engine crashed", done=True))
+            runtime._threads[item.local_id] = thread
+            states = []
+            for _ in range(3):
+                runtime._pump()
+                states.append((item.state, item.error, item.local_id in runtime._threads))
+            unregister()
+            return {"states": states}
+        """,
+        tmp_path,
+    )
+    states = run.data["states"]
+    # Pump 1 drains nothing (the worker was still alive when asked) and keeps following it;
+    # pump 2 applies the final update and lets the dead thread go.
+    assert states[0] == ["submitting", "", True]
+    assert states[1] == ["failed", "the job failed: engine crashed", False]
+    assert states[2] == states[1]
