@@ -153,11 +153,21 @@ class JobThread:
         self._stop = threading.Event()
         self._detach = threading.Event()
         self._thread = threading.Thread(
-            target=run_job_flow,
-            args=(client, spec, self._updates.put, self._stop.is_set, poll_interval, self._detach.is_set),
+            target=self._run,
+            args=(client, spec, poll_interval),
             name="kiln-job",
             daemon=True,
         )
+
+    def _run(self, client: KilnClient, spec: JobSpec, poll_interval: float) -> None:
+        try:
+            run_job_flow(
+                client, spec, self._updates.put, self._stop.is_set, poll_interval, self._detach.is_set
+            )
+        except Exception as ex:  # a worker that dies without a final update leaves the job "running"
+            self._updates.put(
+                JobUpdate(job=None, error=f"the job follower crashed: {type(ex).__name__}: {ex}", done=True)
+            )
 
     def start(self) -> JobThread:
         self._thread.start()

@@ -158,19 +158,27 @@ class Job:
             job_id, kind, state = str(data["id"]), str(data["kind"]), str(data["state"])
         except (KeyError, TypeError) as ex:
             raise ValueError(f"the server sent a job without {ex}; is the URL a Kiln server?") from ex
-        eta = data.get("eta_seconds")
-        return cls(
-            id=job_id,
-            kind=kind,
-            state=state,
-            stage=str(data.get("stage") or ""),
-            progress=min(max(float(data.get("progress") or 0.0), 0.0), 1.0),
-            eta_seconds=float(eta) if eta is not None else None,
-            message=str(data.get("message") or ""),
-            error=data.get("error"),
-            params=dict(data.get("params") or {}),
-            artifacts=tuple(Artifact.from_dict(a) for a in data.get("artifacts") or ()),
-        )
+        # A malformed optional field (an artifact without a name, params as a list) must also be
+        # a ValueError: callers turn that into a message, anything else would end a worker silently.
+        try:
+            eta = data.get("eta_seconds")
+            return cls(
+                id=job_id,
+                kind=kind,
+                state=state,
+                stage=str(data.get("stage") or ""),
+                progress=min(max(float(data.get("progress") or 0.0), 0.0), 1.0),
+                eta_seconds=float(eta) if eta is not None else None,
+                message=str(data.get("message") or ""),
+                error=data.get("error"),
+                params=dict(data.get("params") or {}),
+                artifacts=tuple(Artifact.from_dict(a) for a in data.get("artifacts") or ()),
+            )
+        except (KeyError, TypeError, ValueError) as ex:
+            raise ValueError(
+                f"the server sent job {job_id} with a malformed field ({type(ex).__name__}: {ex}); "
+                "is the server the same Kiln version as the add-on?"
+            ) from ex
 
 
 @dataclass(frozen=True)

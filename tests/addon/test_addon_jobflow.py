@@ -159,3 +159,17 @@ def test_request_validation_messages(kwargs, message):
     request = JobRequest(**{"kind": "avatar", "prompt": "a man", **kwargs})
     with pytest.raises(ValueError, match=message):
         request.validate()
+
+
+def test_thread_reports_a_malformed_job_instead_of_dying_silently(server, make_job, tmp_path):
+    # An artifact without a name used to raise KeyError inside the worker: the thread ended
+    # with no final update and the job list showed the job running forever.
+    broken = make_job(JOB, "succeeded", progress=1.0, artifacts=[{"size": 3}])
+    _serve_job(server, make_job, [broken])
+    thread = JobThread(KilnClient(server.url), JobSpec(JobRequest("avatar", "x"), out_dir=tmp_path), 0.01)
+    thread.start().join(5)
+    assert not thread.alive
+    final = thread.drain()[-1]
+    assert final.done and not final.ok
+    assert f"the server sent job {JOB} with a malformed field (KeyError" in final.error
+    assert list(tmp_path.iterdir()) == []
