@@ -269,8 +269,12 @@ class KILN_OT_render_turntable(bpy.types.Operator):
             self.report({"WARNING"}, "Kiln: a turntable is already rendering")
             return {"CANCELLED"}
         # Interactive: Blender's own render job (with its window and progress), finished by a timer.
-        tt_scene = turntable.build_turntable_scene(obj, options)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            tt_scene = turntable.build_turntable_scene(obj, options)
+        except (RuntimeError, OSError) as ex:
+            self.report({"ERROR"}, f"Kiln: the turntable could not be set up: {ex}")
+            return {"CANCELLED"}
         tt_scene.render.filepath = turntable.movie_output_prefix(out_path)
         _pending_render.update(
             target_scene=target.name,
@@ -316,11 +320,15 @@ class KILN_OT_import_video(bpy.types.Operator):
         if not path.is_file():
             self.report({"ERROR"}, f"Kiln: {path} does not exist")
             return {"CANCELLED"}
-        strip = turntable.add_video_strip(context.scene, path)
-        if self.image_plane:
-            frames = self.frames or strip.frame_final_duration
-            location = context.scene.cursor.location.copy()
-            turntable.add_image_plane(kiln_collection(context.scene), path, frames, path.stem, location)
+        try:
+            strip = turntable.add_video_strip(context.scene, path)
+            if self.image_plane:
+                frames = self.frames or strip.frame_final_duration
+                location = context.scene.cursor.location.copy()
+                turntable.add_image_plane(kiln_collection(context.scene), path, frames, path.stem, location)
+        except (RuntimeError, OSError) as ex:  # not a video Blender can read: a message, not a traceback
+            self.report({"ERROR"}, f"Kiln: cannot import {path.name} as a video: {ex}")
+            return {"CANCELLED"}
         return {"FINISHED"}
 
 

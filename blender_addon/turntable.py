@@ -245,9 +245,14 @@ def add_video_strip(scene: bpy.types.Scene, path: Path, name: str = ""):
     """Add the video as a movie strip on the first free channel, starting at the scene's start."""
     strips = scene_strips(scene, create=True)
     channel = 1 + max((s.channel for s in strips), default=0)
-    return strips.new_movie(
+    strip = strips.new_movie(
         name=name or Path(path).stem, filepath=str(path), channel=channel, frame_start=scene.frame_start
     )
+    # Blender makes a one-frame strip with fps 0 for a file it cannot decode, silently.
+    if getattr(strip, "fps", 1.0) <= 0:
+        strips.remove(strip)
+        raise RuntimeError(f"Blender cannot decode {Path(path).name}; is it a complete video file?")
+    return strip
 
 
 def add_image_plane(

@@ -310,3 +310,30 @@ def test_pump_keeps_the_final_update_of_a_worker_that_ends_during_the_drain(tmp_
     assert states[0] == ["submitting", "", True]
     assert states[1] == ["failed", "the job failed: engine crashed", False]
     assert states[2] == states[1]
+
+
+def test_import_video_of_a_file_that_is_not_a_video_is_a_message(tmp_path):
+    fake = tmp_path / "notes.mp4"
+    fake.write_text("not a video")
+    run = run_bpy(
+        f"""
+        from blender_addon import register, unregister
+
+        def main():
+            register()
+            try:
+                bpy.ops.kiln.import_video(filepath={str(fake)!r})
+                outcome = "finished"
+            except RuntimeError as ex:  # an ERROR report from a script's operator call
+                outcome = str(ex)
+            sed = bpy.context.scene.sequence_editor
+            strips = 0 if sed is None else len(sed.strips if hasattr(sed, "strips") else sed.sequences)
+            unregister()
+            return {{"outcome": outcome, "strips": strips}}
+        """,
+        tmp_path,
+    )
+    d = run.data
+    assert d["outcome"].startswith("Error: Kiln: cannot import notes.mp4 as a video"), d
+    assert d["strips"] == 0
+    assert "Traceback" not in run.stderr
