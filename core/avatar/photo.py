@@ -21,6 +21,10 @@ ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP")
 """Pillow decoders tried (the JPEG one also opens MPO, the JPEG variant many phone cameras write)."""
 
 
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis")
+"""ISO-BMFF brands of HEIC/HEIF and AVIF stills (bytes 8-12 after the ``ftyp`` box tag)."""
+
+
 class PhotoError(ValueError):
     """A photo that cannot be used; the message says what to do instead.
 
@@ -100,6 +104,9 @@ def _open(data: bytes):
                 fmt = other.format
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
             fmt = None
+        if not fmt and data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+            # Phones save HEIC/AVIF by default and Pillow cannot open them: name the format.
+            fmt = "AVIF" if data[8:12] in (b"avif", b"avis") else "HEIC"
         if fmt:
             raise PhotoError(
                 f"{fmt} photos are not accepted; save it as PNG, JPEG or WebP", "unsupported_format"

@@ -63,12 +63,18 @@ def _blank_png(width: int, height: int, rows: int | None = None) -> bytes:
         (lambda a: b"", "empty", "0 bytes"),
         (lambda a: b"this is a text file, not a photo\n" * 20, "not_image", "not an image"),
         (lambda a: _encode(a, "GIF"), "unsupported_format", "GIF photos are not accepted"),
+        # An iPhone's default format: the ftyp box of a HEIC still, then junk Pillow cannot read.
+        (
+            lambda a: b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(200),
+            "unsupported_format",
+            "HEIC photos are not accepted",
+        ),
         (lambda a: _encode(a, "JPEG")[:6000], "damaged", "damaged or incomplete"),
         (lambda a: _encode(a, "PNG")[: len(_encode(a, "PNG")) // 2], "damaged", "damaged or incomplete"),
         (lambda a: _blank_png(20000, 20000), "too_large", "400 megapixels"),
         (lambda a: _blank_png(60000, 60000, rows=64), "too_large", "megapixels"),
     ],
-    ids=["zero-bytes", "text", "gif", "truncated-jpeg", "truncated-png", "20000x20000", "bomb"],
+    ids=["zero-bytes", "text", "gif", "heic", "truncated-jpeg", "truncated-png", "20000x20000", "bomb"],
 )
 def test_bad_inputs_raise_photo_error(astronaut, tmp_path: Path, make, reason: str, words: str):
     data = make(astronaut)
