@@ -340,10 +340,18 @@ class KILN_OT_check_server(bpy.types.Operator):
 
     def execute(self, context):
         settings = client_settings(context)
+        # The client is made here, on the main thread: it reads bpy.app.online_access, and the
+        # worker thread below must not touch bpy.
+        try:
+            client = settings.client()
+        except KilnError as ex:
+            client, refused = None, f"Not connected: {ex}"
 
         def ask() -> tuple[bool, str]:
+            if client is None:
+                return False, refused
             try:
-                info = settings.client().info()
+                info = client.info()
             except KilnError as ex:
                 return False, f"Not connected: {ex}"
             warning = f" ({info.device_warning})" if info.device_warning else ""

@@ -337,3 +337,54 @@ def test_import_video_of_a_file_that_is_not_a_video_is_a_message(tmp_path):
     assert d["outcome"].startswith("Error: Kiln: cannot import notes.mp4 as a video"), d
     assert d["strips"] == 0
     assert "Traceback" not in run.stderr
+
+
+def test_interactive_check_connection_refuses_a_remote_server_without_touching_bpy_off_thread(tmp_path):
+    # Online access is off in the bpy module: the refusal comes from the main thread, and the
+    # worker thread only formats it (it never reads bpy). The timer that shows it is called by hand.
+    run = run_bpy(
+        """
+        import threading, time
+        from blender_addon import register, unregister, runtime, operators
+
+        def main():
+            register()
+            runtime.ui_is_live = lambda: True
+            # Loaded from the repo (not installed) the add-on has no preferences: stand in for them.
+            from blender_addon.preferences import ClientSettings
+            made_on = []
+
+            class Recording(ClientSettings):
+                def client(self, online_access=None):  # reads bpy.app.online_access
+                    made_on.append(threading.current_thread() is threading.main_thread())
+                    return super().client(online_access)
+
+            operators.client_settings = lambda context=None: Recording("http://192.0.2.1:8765")
+            statuses = []
+            operators._set_status = lambda context, text: statuses.append(text)
+            shown = []
+            registered = []
+            real_register = bpy.app.timers.register
+            bpy.app.timers.register = lambda fn, **kw: registered.append(fn)
+            operators.runtime.notify = lambda text, level="ERROR": shown.append((level, text))
+            try:
+                result = sorted(bpy.ops.kiln.check_server())
+                status_now = list(statuses)
+                deadline = time.monotonic() + 5
+                while registered[0]() is not None:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
+            finally:
+                bpy.app.timers.register = real_register
+            out = {"result": result, "status_now": status_now, "status": statuses[-1], "shown": shown,
+                   "made_on_main_thread": made_on}
+            unregister()
+            return out
+        """,
+        tmp_path,
+    )
+    d = run.data
+    assert d["result"] == ["FINISHED"] and d["status_now"] == ["Checking…"]
+    assert d["status"].startswith("Not connected: Blender's online access is off")
+    assert d["shown"] == [["ERROR", d["status"]]]
+    assert d["made_on_main_thread"] == [True]
