@@ -58,7 +58,12 @@ class KILN_OT_generate(bpy.types.Operator):
                 return {"CANCELLED"}
         # 2. A job entry, saved with the .blend.
         prefs = client_settings(context)
-        label = request.prompt or (f"photo {photo.stem}" if photo else "")
+        # A photo job is named after its photo; its prompt only holds changes ("with a red cap").
+        label = (
+            f"photo {photo.stem}" + (f", {request.prompt}" if request.prompt else "")
+            if photo
+            else request.prompt
+        )
         item = runtime.new_job_item(context.scene, request, label)
         item.auto_import = settings.auto_import
         item.turntable = settings.turntable_after_generate

@@ -41,6 +41,9 @@ class VIEW3D_PT_kiln(bpy.types.Panel):
         col = layout.column()
         if settings.mode == "PHOTO":
             col.prop(settings, "photo_path")
+            # Sent with the photo and overriding what it shows ("with a red cap"), so it must be
+            # visible here: a prompt left over from the other modes would change the avatar unseen.
+            col.prop(settings, "prompt", text="Changes")
         else:
             col.prop(settings, "prompt")
         if settings.mode == "OBJECT":

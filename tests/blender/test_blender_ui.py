@@ -41,6 +41,7 @@ def test_draw_code_names_only_real_properties_and_operators(tmp_path):
                 if name not in data.bl_rna.properties:
                     problems.append(f"property {name} missing on {data}")
                 seen["props"].add(name)
+                seen.setdefault("by_mode", {}).setdefault(seen.get("mode"), []).append(name)
             def operator(self, idname, **kw):
                 module, _, name = idname.partition(".")
                 if not hasattr(getattr(bpy.ops, module), name) or not hasattr(bpy.types, "KILN_OT_" + name):
@@ -72,7 +73,7 @@ def test_draw_code_names_only_real_properties_and_operators(tmp_path):
                 job = s.jobs.add()
                 job.state, job.progress, job.error, job.prompt, job.stage = state, progress, error, "p", "sample"
             for mode in ("OBJECT", "AVATAR", "PHOTO"):
-                s.mode = mode
+                s.mode = seen["mode"] = mode
                 for panel in ("VIEW3D_PT_kiln", "VIEW3D_PT_kiln_jobs", "VIEW3D_PT_kiln_turntable"):
                     getattr(bpy.types, panel).draw(Self(), ctx)
             ui_list = bpy.types.KILN_UL_jobs
@@ -86,7 +87,7 @@ def test_draw_code_names_only_real_properties_and_operators(tmp_path):
             prefs.draw(fake, ctx)
             unregister()
             return {"problems": problems, "props": sorted(seen["props"]), "ops": sorted(seen["ops"]),
-                    "progress": seen["progress"]}
+                    "progress": seen["progress"], "by_mode": {m: seen["by_mode"][m] for m in ("OBJECT", "AVATAR", "PHOTO")}}
         """,
         tmp_path,
     )
@@ -125,5 +126,10 @@ def test_draw_code_names_only_real_properties_and_operators(tmp_path):
         "server_url",
         "token",
     } <= set(d["props"])
+    # The prompt is sent in every mode (with a photo it overrides what the photo shows), so every
+    # mode shows it: a hidden, stale prompt would change a photo avatar unseen.
+    for mode, names in d["by_mode"].items():
+        assert "prompt" in names, mode
+    assert "photo_path" in d["by_mode"]["PHOTO"] and "photo_path" not in d["by_mode"]["AVATAR"]
     # Only the running job draws a progress bar, with its stage and percentage.
     assert d["progress"] == [[0.42, "sample 42%"]]
