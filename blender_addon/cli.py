@@ -146,7 +146,12 @@ def generate_assets(args: argparse.Namespace, context=None) -> tuple[list[Genera
     except ValueError as ex:
         raise CliError(str(ex)) from None
     out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as ex:
+        raise CliError(
+            f"cannot use --out {out} as the output folder ({ex}); pick a folder you can write to"
+        ) from None
     options = turntable.TurntableOptions(
         frames=args.frames, size=args.size, samples=args.samples, engine=args.engine
     )
@@ -203,6 +208,9 @@ def generate(args: argparse.Namespace) -> int:
         print(f"kiln: error: {ex}", file=sys.stderr, flush=True)
         return 2
     except KilnError as ex:
+        print(f"kiln: error: {ex}", file=sys.stderr, flush=True)
+        return 1
+    except (OSError, RuntimeError) as ex:  # e.g. the .blend cannot be saved: a message, not a traceback
         print(f"kiln: error: {ex}", file=sys.stderr, flush=True)
         return 1
     finally:

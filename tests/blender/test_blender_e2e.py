@@ -198,6 +198,12 @@ def test_bad_arguments_exit_2_with_a_message(tmp_path):
     )
     assert run.data["code"] == 2
     assert "--attribute 'hair' must look like NAME=VALUE" in run.stderr
+    not_a_folder = tmp_path / "taken"
+    not_a_folder.write_text("a file where the output folder should go")
+    run = run_bpy(_batch_script(["generate", "--prompt", "x", "--out", str(not_a_folder)]), tmp_path)
+    assert run.data["code"] == 2
+    assert f"kiln: error: cannot use --out {not_a_folder} as the output folder" in run.stderr
+    assert "Traceback" not in run.stderr
 
 
 def test_server_killed_mid_job(tmp_path):
