@@ -200,11 +200,12 @@ def _finish_interactive_render() -> float | None:
     _remove_render_handlers()
     state = dict(_pending_render)
     _pending_render.clear()
+    tt_scene = bpy.data.scenes.get(turntable.TURNTABLE_SCENE)
     if state.get("cancelled"):
+        turntable.discard_movie(Path(state["out_path"]), tt_scene)
         runtime.notify("Kiln: turntable render cancelled", "WARNING")
         return None
     scene = bpy.data.scenes.get(state["target_scene"])
-    tt_scene = bpy.data.scenes.get(turntable.TURNTABLE_SCENE)
     try:
         path = turntable.collect_movie(Path(state["out_path"]), tt_scene)
         finish_turntable(

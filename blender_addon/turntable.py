@@ -219,10 +219,20 @@ def movie_output_prefix(out_path: Path) -> str:
     return str(out_path.with_name("." + out_path.stem + "_"))
 
 
+def written_movie(out_path: Path, scene: bpy.types.Scene) -> Path:
+    """The file Blender writes for ``out_path``: the hidden prefix plus the frame range."""
+    return Path(f"{movie_output_prefix(out_path)}{scene.frame_start:04d}-{scene.frame_end:04d}.mp4")
+
+
+def discard_movie(out_path: Path, scene: bpy.types.Scene | None) -> None:
+    """Delete the partial movie of a cancelled or failed render (a hidden file nobody would find)."""
+    if scene is not None:
+        written_movie(out_path, scene).unlink(missing_ok=True)
+
+
 def collect_movie(out_path: Path, scene: bpy.types.Scene) -> Path:
     """Move Blender's frame-range-named movie to ``out_path``."""
-    prefix = movie_output_prefix(out_path)
-    written = Path(f"{prefix}{scene.frame_start:04d}-{scene.frame_end:04d}.mp4")
+    written = written_movie(out_path, scene)
     if not written.is_file():
         raise RuntimeError(f"the turntable render wrote no video at {written}; see Blender's console")
     os.replace(written, out_path)
@@ -235,8 +245,13 @@ def render_turntable(obj: bpy.types.Object, out_path: Path, options: TurntableOp
     out_path.parent.mkdir(parents=True, exist_ok=True)
     scene = build_turntable_scene(obj, options)
     scene.render.filepath = movie_output_prefix(out_path)
-    result = bpy.ops.render.render(animation=True, scene=scene.name)
+    try:
+        result = bpy.ops.render.render(animation=True, scene=scene.name)
+    except RuntimeError:
+        discard_movie(out_path, scene)
+        raise
     if "FINISHED" not in result:
+        discard_movie(out_path, scene)
         raise RuntimeError("the turntable render was cancelled")
     return collect_movie(out_path, scene)
 

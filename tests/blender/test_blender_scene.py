@@ -388,3 +388,39 @@ def test_interactive_check_connection_refuses_a_remote_server_without_touching_b
     assert d["status"].startswith("Not connected: Blender's online access is off")
     assert d["shown"] == [["ERROR", d["status"]]]
     assert d["made_on_main_thread"] == [True]
+
+
+def test_a_cancelled_interactive_turntable_leaves_no_partial_movie(tmp_path):
+    # Esc during the render: Blender has written part of the movie under a hidden name that the
+    # artist would never find; the timer deletes it and reports the cancel.
+    out = tmp_path / "cube.mp4"
+    run = run_bpy(
+        f"""
+        from pathlib import Path
+        from blender_addon import register, unregister, runtime, operators, turntable
+
+        def main():
+            register()
+            bpy.ops.mesh.primitive_cube_add(size=1.0)
+            obj = bpy.context.active_object
+            tt_scene = turntable.build_turntable_scene(obj, turntable.TurntableOptions(frames=4, size=32))
+            out = Path({str(out)!r})
+            partial = turntable.written_movie(out, tt_scene)
+            partial.write_bytes(b"half a movie")
+            shown = []
+            runtime.notify = lambda text, level="ERROR": shown.append((level, text))
+            operators._pending_render.update(target_scene=bpy.context.scene.name, out_path=str(out),
+                                             object_name=obj.name, image_plane=False, cancelled=True)
+            again = operators._finish_interactive_render()
+            left = sorted(p.name for p in out.parent.iterdir() if p.suffix == ".mp4")
+            unregister()
+            return {{"partial": partial.name, "left": left, "again": again, "shown": shown,
+                     "pending": dict(operators._pending_render)}}
+        """,
+        tmp_path,
+    )
+    d = run.data
+    assert d["partial"] == ".cube_0001-0004.mp4"
+    assert d["left"] == []
+    assert d["again"] is None and d["pending"] == {}
+    assert d["shown"] == [["WARNING", "Kiln: turntable render cancelled"]]
