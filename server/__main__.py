@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -97,6 +98,23 @@ def _lock_data_dir(data_dir: Path):
     return handle
 
 
+def _server_class():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, ending open event streams as soon as a stop is asked for.
+
+        Without this, uvicorn waits for every open connection, and an SSE stream stays
+        open until its job ends.
+        """
+
+        def handle_exit(self, sig: int, frame: object) -> None:
+            self.config.app.state.notifier.close()
+            super().handle_exit(sig, frame)
+
+    return Server
+
+
 def main(argv: list[str] | None = None) -> None:
     """Start the server and block until it is stopped (Ctrl-C or SIGTERM)."""
     config = config_from_args(argv)
@@ -116,14 +134,20 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("kiln.server").info("listening on http://%s:%d", config.host, config.port)
     # Keep-alive longer than uvicorn's 5 s: pollers reuse connections, and a connection closed
     # just as a client reuses it surfaces as "server disconnected" on a loaded machine.
-    uvicorn.run(
-        app,
-        host=config.host,
-        port=config.port,
-        log_level=config.log_level,
-        access_log=False,
-        timeout_keep_alive=30,
+    server = _server_class()(
+        uvicorn.Config(
+            app,
+            host=config.host,
+            port=config.port,
+            log_level=config.log_level,
+            access_log=False,
+            timeout_keep_alive=30,
+            timeout_graceful_shutdown=5,
+        )
     )
+    # uvicorn re-raises the Ctrl-C it handled, so the exit status says how the server stopped.
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
     lock.close()
 
 

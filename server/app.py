@@ -334,8 +334,8 @@ def create_app(config: ServerConfig) -> FastAPI:
                 if job.version != sent:
                     sent = job.version
                     yield f"event: job\ndata: {json.dumps(jsonable_encoder(job_out(job)))}\n\n"
-                if job.terminal:
-                    return
+                if job.terminal or notifier.closed:
+                    return  # finished, or the server is stopping (the client reconnects)
                 try:
                     await asyncio.wait_for(changed.wait(), SSE_PING_S)
                 except TimeoutError:
@@ -427,6 +427,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         return {"status": "ok"}
 
     app.include_router(router)
+    app.state.notifier = notifier
     app.state.store = store
     app.state.supervisor = supervisor
 

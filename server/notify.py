@@ -15,6 +15,8 @@ class Notifier:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._events: dict[str, asyncio.Event] = {}
+        self.closed = False
+        """True once the server is stopping: event streams end instead of waiting."""
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -43,4 +45,16 @@ class Notifier:
     def _fire(self, job_id: str) -> None:
         event = self._events.pop(job_id, None)
         if event is not None:
+            event.set()
+
+    def close(self) -> None:
+        """The server is stopping: wake every waiter so open event streams end now (thread-safe)."""
+        self.closed = True
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._fire_all)
+
+    def _fire_all(self) -> None:
+        events, self._events = self._events, {}
+        for event in events.values():
             event.set()

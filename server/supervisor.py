@@ -22,7 +22,7 @@ from typing import Any
 
 from server.config import ServerConfig
 from server.store import CANCELLED, FAILED, RUNNING, SUCCEEDED, Artifact, JobRecord, JobStore
-from server.worker import worker_main
+from server.worker import INTERRUPTED_EXIT, worker_main
 
 log = logging.getLogger("kiln.server")
 
@@ -283,6 +283,15 @@ class Supervisor:
                 exitcode = self._kill_worker()
                 if kill_at is not None:
                     self._finish(job, CANCELLED, t0, message="cancelled; the worker stopped")
+                elif self._stop.is_set() or exitcode == INTERRUPTED_EXIT:
+                    # Stopped from outside (service stop, shutdown): not the job's fault.
+                    self.store.release(job.id)
+                    log.info(
+                        "job %s (%s): worker stopped by a signal; the job resumes from its checkpoints",
+                        job.id,
+                        job.kind,
+                    )
+                    self.publish(job.id)
                 else:
                     self._finish(
                         job,

@@ -13,8 +13,10 @@ next progress report; the supervisor kills the process if that takes too long.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import threading
 import time
 import traceback
@@ -26,6 +28,8 @@ PARENT_POLL_S = 0.25
 """How often the worker checks that the server process is still alive."""
 PROGRESS_INTERVAL_S = 0.1
 """Least time between progress messages; cancellation is still checked on every report."""
+INTERRUPTED_EXIT = 75
+"""Exit status of a worker stopped by SIGTERM (EX_TEMPFAIL): its job is resumed, not failed."""
 LOCK_TIMEOUT_S = 60.0
 """How long to wait for a job folder held by an orphaned worker before failing the job."""
 
@@ -51,6 +55,26 @@ def detect_device() -> dict[str, Any]:
         "device_warning": "no CUDA GPU found: jobs run on the CPU and take minutes instead of seconds; "
         "install a CUDA build of torch on a machine with an NVIDIA GPU for speed",
     }
+
+
+def _detach_and_handle_term() -> None:
+    """Own session, so a terminal's Ctrl-C or a group signal reaches only the server, which stops
+    the worker itself; a SIGTERM sent to the worker anyway (e.g. systemd stopping the whole
+    service) exits with INTERRUPTED_EXIT so the supervisor resumes the job instead of failing it.
+    """
+    if hasattr(os, "setsid"):
+        with contextlib.suppress(OSError):
+            os.setsid()
+    worker_pid = os.getpid()
+
+    def on_term(signum: int, frame: Any) -> None:
+        if os.getpid() != worker_pid:  # a process an engine forked: default behaviour
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        os._exit(INTERRUPTED_EXIT)
+
+    signal.signal(signal.SIGTERM, on_term)
 
 
 def _watch_parent(parent_pid: int) -> None:
@@ -89,6 +113,14 @@ def _job_lock(work_dir: Path):
         yield
 
 
+def _send(conn: Any, msg: tuple) -> None:
+    """Send to the supervisor; if it is gone (server stopping), exit quietly: checkpoints are atomic."""
+    try:
+        conn.send(msg)
+    except (BrokenPipeError, EOFError, OSError):
+        os._exit(0)
+
+
 def _reason(exc: BaseException, kind: str) -> str:
     if isinstance(exc, MemoryError):
         return f"the {kind} engine ran out of memory; resubmit with a smaller preset or output resolution"
@@ -105,6 +137,7 @@ def worker_main(
 ) -> None:
     """Entry point of the worker process (``multiprocessing`` target)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s worker: %(message)s")
+    _detach_and_handle_term()
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="watch-parent").start()
     if nice and hasattr(os, "nice"):
         # Below the API's priority: on a shared CPU, status polls preempt the job, not the reverse.
@@ -113,7 +146,7 @@ def worker_main(
     os.environ.update(env or {})  # engine settings, e.g. KILN_AVATAR_MODEL
 
     # 1. Device and engine table; extra kinds go into the one table run_job reads.
-    conn.send(("hello", {"pid": os.getpid(), **detect_device()}))
+    _send(conn, ("hello", {"pid": os.getpid(), **detect_device()}))
     from core.pipelines import jobs
     from core.progress import Cancelled, Reporter
 
@@ -131,17 +164,17 @@ def worker_main(
         work_dir = Path(work_dir)
 
         def report(event, job_id=job_id):
-            conn.send(("progress", job_id, event.stage, float(event.fraction), event.message))
+            _send(conn, ("progress", job_id, event.stage, float(event.fraction), event.message))
 
         reporter = Reporter(report, cancel_event.is_set, min_interval=PROGRESS_INTERVAL_S)
         try:
             with _job_lock(work_dir):
                 result = jobs.run_job(kind, params, work_dir, reporter)
-            conn.send(("done", job_id, {str(k): str(v) for k, v in result.items()}))
+            _send(conn, ("done", job_id, {str(k): str(v) for k, v in result.items()}))
         except Cancelled:
-            conn.send(("cancelled", job_id))
+            _send(conn, ("cancelled", job_id))
         except jobs.JobError as exc:
-            conn.send(("failed", job_id, str(exc)))
+            _send(conn, ("failed", job_id, str(exc)))
         except Exception as exc:  # any engine bug fails the job, never the worker
             log.error("job %s (%s) raised:\n%s", job_id, kind, traceback.format_exc())
-            conn.send(("failed", job_id, _reason(exc, kind)))
+            _send(conn, ("failed", job_id, _reason(exc, kind)))

@@ -109,8 +109,14 @@ class ServerProcess:
     def start(self, timeout: float = 60.0) -> ServerProcess:
         env = {**os.environ, "PYTHONPATH": str(REPO), **self.env}
         with open(self.log_path, "ab") as log:
+            # Own session, like a service: terminate_group() signals it as systemd or a shell would.
             self.proc = subprocess.Popen(
-                self.command(), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+                self.command(),
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -142,6 +148,12 @@ class ServerProcess:
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
+
+    def terminate_group(self, sig: int = signal.SIGTERM) -> None:
+        """Signal the server's whole process group (Ctrl-C in a terminal, `timeout`, a service stop)."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, sig)
+        self.proc.wait(30)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

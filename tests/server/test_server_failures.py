@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import httpx
 
 from tests.server.harness import ServerProcess, finished, wait_for
@@ -52,3 +55,17 @@ def test_cancel_falls_back_to_kill(client: httpx.Client, shared_server: ServerPr
     nxt = wait_for(client, client.post("/v1/jobs", json={"kind": "fast"}).json()["id"], finished)
     assert nxt["state"] == "succeeded"
     assert client.get("/v1/info").json()["worker_pid"] != pid
+
+
+def test_sigterm_to_worker_resumes_the_job(client: httpx.Client) -> None:
+    # A service manager stopping everything sends SIGTERM to the worker too: that is not the
+    # job's fault, so the job resumes from its checkpoint in a new worker instead of failing.
+    job = client.post("/v1/jobs", json={"kind": "slow", "prompt": "terminated"}).json()
+    wait_for(client, job["id"], lambda j: j["message"].startswith("step 3/"), 60)
+    pid = client.get("/v1/info").json()["worker_pid"]
+    os.kill(pid, signal.SIGTERM)
+    job = wait_for(client, job["id"], finished, 60)
+    assert job["state"] == "succeeded", job["error"]
+    steps = client.get(f"/v1/jobs/{job['id']}/artifacts/attributes.json").json()["steps"]
+    assert [s["step"] for s in steps] == list(range(6))
+    assert steps[0]["pid"] == pid and steps[-1]["pid"] != pid  # resumed in a new worker

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
 
+import httpx
 import pytest
 
 from tests.server.harness import SLOW, finished, pid_alive, read_sse, wait_for
@@ -72,7 +75,31 @@ def test_clean_stop_pauses_and_resumes_without_losing_an_attempt(server_factory)
     with server.client() as c:
         job = c.post("/v1/jobs", json=REQUEST).json()
         wait_for(c, job["id"], lambda j: j["message"].startswith("step 3/"), 60)
-    server.stop()  # SIGTERM: uvicorn shuts down, the supervisor releases the job
+        # A client watching the job by SSE while the server stops: its stream must end, not
+        # hold the shutdown until the job would have finished.
+        opened = c.stream("GET", f"/v1/jobs/{job['id']}/events", timeout=60)
+        stream = opened.__enter__()
+        watched: list = []
+
+        def watch() -> None:
+            try:
+                watched.extend(read_sse(stream))
+            except httpx.HTTPError as exc:  # recorded, so the assertion below shows it
+                watched.append(exc)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        # Ctrl-C in the terminal: SIGINT to the whole process group, worker included. The worker
+        # runs in its own session, so only the server sees it, shuts down and releases the job.
+        t0 = time.monotonic()
+        server.terminate_group(signal.SIGINT)
+        stopped_in = time.monotonic() - t0
+        watcher.join(10)
+        opened.__exit__(None, None, None)
+    assert server.proc.returncode == 0 and stopped_in < 10.0, (server.proc.returncode, stopped_in)
+    assert not watcher.is_alive() and watched, watched
+    assert isinstance(watched[-1], dict) and watched[-1]["state"] == "running", watched[-1]
+    assert "Traceback" not in server.log()
     server.start()
     with server.client() as c:
         done = wait_for(c, job["id"], finished, 90)
