@@ -75,6 +75,14 @@ class KILN_OT_generate(bpy.types.Operator):
                 if final.error:
                     self.report({"ERROR"}, f"Kiln: {final.error}")
                     return {"CANCELLED"}
+                # As the UI's pump does after an import: "Turntable When Done".
+                obj = bpy.data.objects.get(item.object_name) if item.object_name else None
+                if item.turntable and obj is not None:
+                    try:
+                        render_turntable_blocking(context, obj, default_turntable_path(context, obj))
+                    except (RuntimeError, OSError) as ex:
+                        self.report({"ERROR"}, f"Kiln: imported {obj.name}, but the turntable failed: {ex}")
+                        return {"CANCELLED"}
                 return {"FINISHED"}
             runtime.start_thread(context, item, spec)
         except KilnError as ex:
@@ -237,6 +245,20 @@ def finish_turntable(context, scene, path: Path, object_name: str, image_plane: 
     return strip
 
 
+def default_turntable_path(context, obj) -> Path:
+    """``<output folder>/<object>_turntable.mp4``."""
+    return client_settings(context).resolved_output_dir() / f"{file_stem_from_text(obj.name)}_turntable.mp4"
+
+
+def render_turntable_blocking(context, obj, out_path: Path) -> Path:
+    """Render ``obj``'s turntable with the panel's settings and bring it into the VSE (background)."""
+    settings = context.scene.kiln
+    options = turntable_options(settings)
+    path = turntable.render_turntable(obj, out_path, options)
+    finish_turntable(context, context.scene, path, obj.name, settings.image_plane, options.frames)
+    return path
+
+
 class KILN_OT_render_turntable(bpy.types.Operator):
     """Render a turntable video of the active object and bring it into the Video Sequencer"""
 
@@ -259,13 +281,11 @@ class KILN_OT_render_turntable(bpy.types.Operator):
         if self.filepath:
             out_path = Path(bpy.path.abspath(self.filepath))
         else:
-            out_dir = client_settings(context).resolved_output_dir()
-            out_path = out_dir / f"{file_stem_from_text(obj.name)}_turntable.mp4"
+            out_path = default_turntable_path(context, obj)
         target = context.scene
         if not runtime.ui_is_live():
             try:
-                path = turntable.render_turntable(obj, out_path, options)
-                finish_turntable(context, target, path, obj.name, settings.image_plane, options.frames)
+                path = render_turntable_blocking(context, obj, out_path)
             except (RuntimeError, OSError) as ex:
                 self.report({"ERROR"}, f"Kiln: {ex}")
                 return {"CANCELLED"}

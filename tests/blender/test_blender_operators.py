@@ -97,6 +97,13 @@ def main():
     facts["strips"] = sorted((st.channel, st.frame_final_duration) for st in strips)
     plane = bpy.data.objects.get(video.rsplit("/", 1)[-1].rsplit(".", 1)[0])
     facts["plane_image"] = plane.active_material.node_tree.nodes["Image Texture"].image.source if plane else None
+    # "Turntable When Done" in the background too, as the UI's pump does after its import.
+    s = set_panel("a red box")
+    s.turntable_after_generate = True
+    facts["generate_tt"] = sorted(bpy.ops.kiln.generate("INVOKE_DEFAULT"))
+    s.turntable_after_generate = False
+    facts["item_tt"] = item_facts(s.jobs[-1])
+    facts["strips_tt"] = len(strips)
     # 3. Server down: a clear error on the job, nothing imported, Blender goes on.
     prefs.server_url = {dead!r}
     before = counts()
@@ -144,6 +151,9 @@ def main():
     assert d["import_video"] == ["FINISHED"]
     assert d["strips"] == [[1, 4], [2, 4]]  # (channel, frames): the turntable, then the re-import
     assert d["plane_image"] == "MOVIE"
+    assert d["generate_tt"] == ["FINISHED"] and d["item_tt"]["object_name"] == "a red box"
+    assert d["item_tt"]["video_path"] == str(out / "a_red_box_turntable.mp4")
+    assert d["strips_tt"] == 3
     assert d["down"][0] == ["CANCELLED"] and f"cannot reach the Kiln server at {dead}" in d["down"][1]
     assert d["down_item"]["state"] == "failed"
     assert d["down_item"]["error"].startswith(f"cannot reach the Kiln server at {dead}")
