@@ -228,8 +228,16 @@ def _pump() -> float | None:
 
 
 def _start_turntable_after(obj) -> None:
+    # A timer runs without a window in its context, and the interactive render opens its
+    # render view in one: lend it the first window, as Blender's own UI would have.
+    wm = getattr(bpy.context, "window_manager", None)
+    window = wm.windows[0] if wm is not None and len(wm.windows) else None
     try:
-        bpy.ops.kiln.render_turntable("INVOKE_DEFAULT", object_name=obj.name)
+        if window is not None and bpy.context.window is None:
+            with bpy.context.temp_override(window=window, screen=window.screen):
+                bpy.ops.kiln.render_turntable("INVOKE_DEFAULT", object_name=obj.name)
+        else:
+            bpy.ops.kiln.render_turntable("INVOKE_DEFAULT", object_name=obj.name)
     except RuntimeError as ex:
         notify(f"Kiln: turntable failed: {ex}")
 

@@ -424,3 +424,41 @@ def test_a_cancelled_interactive_turntable_leaves_no_partial_movie(tmp_path):
     assert d["left"] == []
     assert d["again"] is None and d["pending"] == {}
     assert d["shown"] == [["WARNING", "Kiln: turntable render cancelled"]]
+
+
+def test_turntable_when_done_starts_from_the_pump(tmp_path):
+    # The pump (a timer: no window in its context) starts the interactive turntable after an
+    # import; here INVOKE_DEFAULT renders inline and the finishing timer is called by hand.
+    run = run_bpy(
+        f"""
+        from pathlib import Path
+        from blender_addon import register, unregister, runtime, operators, preferences
+
+        def main():
+            register()
+            runtime.ui_is_live = lambda: True
+            operators.client_settings = lambda context=None: preferences.ClientSettings(
+                output_dir={str(tmp_path / "out")!r})
+            shown = []
+            runtime.notify = lambda text, level="ERROR": shown.append((level, text))
+            bpy.ops.mesh.primitive_cube_add(size=1.0)
+            obj = bpy.context.active_object
+            obj.name = "Red Cube"
+            s = bpy.context.scene.kiln
+            s.turntable_frames, s.turntable_size, s.turntable_samples = 3, 32, 1
+            runtime._start_turntable_after(obj)
+            again = operators._finish_interactive_render()
+            sed = bpy.context.scene.sequence_editor
+            strips = [] if sed is None else [(st.type, st.frame_final_duration) for st in
+                                             (sed.strips if hasattr(sed, "strips") else sed.sequences)]
+            windows = len(bpy.context.window_manager.windows)
+            unregister()
+            return {{"again": again, "strips": strips, "prop": obj.get("kiln_turntable"), "shown": shown,
+                     "windows": windows}}
+        """,
+        tmp_path,
+    )
+    d = run.data
+    assert d["again"] is None and d["strips"] == [["MOVIE", 3]]
+    assert d["prop"] == str(tmp_path / "out" / "red_cube_turntable.mp4")
+    assert d["shown"] == [["INFO", f"Kiln: turntable saved to {d['prop']}"]]
