@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from queue import Empty
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -146,7 +147,16 @@ def main() -> None:
         queue = ctx.Queue()
         proc = ctx.Process(target=run_shape, args=(shape, args, queue))
         proc.start()
-        row = queue.get()
+        # A child that raises never puts its row: stop with its exit code instead of waiting forever.
+        while True:
+            try:
+                row = queue.get(timeout=1.0)
+                break
+            except Empty:
+                if not proc.is_alive():
+                    raise SystemExit(
+                        f"{shape}: the benchmark process died (exit code {proc.exitcode}); its error is above"
+                    ) from None
         proc.join()
         print(
             f"{shape:8s}"
