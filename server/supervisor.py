@@ -107,6 +107,8 @@ class Supervisor:
         self._cancels: set[str] = set()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._spawned_at = 0.0
+        self._quick_deaths = 0
 
     # -- control (any thread) ------------------------------------------------------------------
 
@@ -165,6 +167,7 @@ class Supervisor:
             daemon=False,
         )
         proc.start()
+        self._spawned_at = time.monotonic()
         child_conn.close()
         self._proc, self._conn = proc, parent_conn
         log.info("worker process %d started", proc.pid)
@@ -184,15 +187,24 @@ class Supervisor:
         return proc.exitcode
 
     def _ensure_worker(self) -> None:
-        if self._proc is None or not self._proc.is_alive():
-            if self._proc is not None:
-                log.warning(
-                    "worker process %d exited with code %s; restarting it",
-                    self._proc.pid,
-                    self._proc.exitcode,
-                )
-                self._kill_worker()
-            self._spawn_worker()
+        if self._proc is not None and self._proc.is_alive():
+            return
+        if self._proc is not None:
+            # Died while idle (a broken install, an import that crashes): back off so a
+            # crash loop does not spin, doubling up to 30 s while it keeps dying young.
+            young = time.monotonic() - self._spawned_at < 10.0
+            self._quick_deaths = self._quick_deaths + 1 if young else 0
+            delay = min(30.0, 0.5 * 2**self._quick_deaths) if young else 0.0
+            log.warning(
+                "worker process %d exited with code %s; restarting it%s",
+                self._proc.pid,
+                self._proc.exitcode,
+                f" in {delay:g} s" if delay else "",
+            )
+            self._kill_worker()
+            if self._stop.wait(delay):
+                return
+        self._spawn_worker()
 
     def _on_hello(self, info: dict[str, Any]) -> None:
         self.device = info
@@ -207,6 +219,8 @@ class Supervisor:
         while not self._stop.is_set():
             try:
                 self._ensure_worker()
+                if self._stop.is_set():
+                    break
                 job = self.store.claim_next()
                 if job is None:
                     self._idle()

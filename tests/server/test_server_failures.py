@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import httpx
 
@@ -69,3 +70,18 @@ def test_sigterm_to_worker_resumes_the_job(client: httpx.Client) -> None:
     steps = client.get(f"/v1/jobs/{job['id']}/artifacts/attributes.json").json()["steps"]
     assert [s["step"] for s in steps] == list(range(6))
     assert steps[0]["pid"] == pid and steps[-1]["pid"] != pid  # resumed in a new worker
+
+
+def test_idle_worker_killed_is_replaced(client: httpx.Client, shared_server: ServerProcess) -> None:
+    pid = client.get("/v1/info").json()["worker_pid"]
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        new = client.get("/v1/info").json()["worker_pid"]
+        if new not in (None, pid):
+            break
+        time.sleep(0.1)
+    assert new not in (None, pid)
+    assert f"worker process {pid} exited with code -9; restarting it" in shared_server.log()
+    job = wait_for(client, client.post("/v1/jobs", json={"kind": "fast"}).json()["id"], finished)
+    assert job["state"] == "succeeded"
