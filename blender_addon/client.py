@@ -183,7 +183,16 @@ class KilnClient:
         return isinstance(data, dict) and data.get("status") == "ok"
 
     def info(self) -> ServerInfo:
-        return ServerInfo.from_dict(self.request_json("GET", "/v1/info"))
+        data = self.request_json("GET", "/v1/info")
+        try:
+            if not isinstance(data, dict):
+                raise TypeError(f"got {type(data).__name__}")
+            return ServerInfo.from_dict(data)
+        except (TypeError, ValueError, AttributeError) as ex:
+            # Another program on that port answers JSON of its own; say so instead of raising.
+            raise KilnError(
+                f"{self.base_url}/v1/info did not answer like a Kiln server ({ex}); check the URL"
+            ) from None
 
     def create_job(self, request: JobRequest) -> Job:
         request.validate()

@@ -394,7 +394,14 @@ class KILN_OT_check_server(bpy.types.Operator):
         # Interactive: a thread asks, a timer shows the answer; a dead server never freezes the UI.
         _set_status(context, "Checking…")
         answer: list[tuple[bool, str]] = []
-        threading.Thread(target=lambda: answer.append(ask()), daemon=True).start()
+
+        def ask_on_thread() -> None:
+            try:
+                answer.append(ask())
+            except Exception as ex:  # without an answer the timer below would poll forever
+                answer.append((False, f"Not connected: {type(ex).__name__}: {ex}"))
+
+        threading.Thread(target=ask_on_thread, daemon=True).start()
 
         def show() -> float | None:
             if not answer:

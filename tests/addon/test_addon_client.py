@@ -240,3 +240,12 @@ def test_oversized_photo_is_refused_before_upload(server, tmp_path):
     with pytest.raises(KilnError, match=r"huge.jpg is 21.0 MB; the server accepts up to 20 MB"):
         KilnClient(server.url).create_photo_job(photo, JobRequest("photo_avatar"))
     assert server.seen == []
+
+
+@pytest.mark.parametrize("body", [[], "ok", {"queue_length": "many"}])
+def test_info_from_something_that_is_not_a_kiln_server_is_a_kiln_error(server, body):
+    # Another program on the port answering JSON of its own: Check Connection must get a
+    # KilnError it can show (anything else ended its worker thread and left "Checking..." up).
+    server.route("GET", "/v1/info", Reply(json=body))
+    with pytest.raises(KilnError, match=r"/v1/info did not answer like a Kiln server"):
+        KilnClient(server.url).info()
