@@ -236,7 +236,13 @@ class Supervisor:
                 self.publish(job.id)
                 self._run(job)
             except Exception:  # the supervisor must outlive any single bad job
-                log.exception("supervisor error; retrying in 1 s")
+                log.exception("supervisor error; restarting the worker and retrying in 1 s")
+                self._kill_worker()
+                if self.current_job is not None:
+                    # Hand the job back (it resumes from its checkpoints) rather than strand it.
+                    with contextlib.suppress(Exception):
+                        self.store.release(self.current_job)
+                    self.current_job = None
                 time.sleep(1.0)
         self.current_job = None
 
