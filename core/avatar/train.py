@@ -83,13 +83,14 @@ class TrainConfig:
 def preset(name: str) -> TrainConfig:
     """The named configuration: ``smoke`` (seconds, for tests), ``cpu`` (this laptop-class CPU), ``gpu``."""
     if name == "cpu":
-        # Sized for a shared, busy 2-core CPU: about 15 min decoder, 15 min fitting, 60 min diffusion.
+        # Sized for a shared, busy 2-core CPU: about 15 min decoder, 15 min fitting, 45 min diffusion.
         return TrainConfig(
+            n_avatars=1280,
             decoder_avatars=96,
             triplane=TriplaneConfig(channels=8, resolution=32, hidden=64, layers=1),
             decoder_fit=FitConfig(steps=300, n_uniform=96, n_near=192),
             fit=FitConfig(steps=60, n_uniform=64, n_near=160, lr_planes=3e-2),
-            diffusion=DiffusionConfig(base_channels=32, channel_mults=(1, 2), patch=4, cond_dim=128),
+            diffusion=DiffusionConfig(base_channels=32, channel_mults=(1, 2, 2), patch=2, cond_dim=128),
             diffusion_train=DiffusionTrainConfig(steps=2500, batch_size=16, lr=1e-3, warmup=50, ema=0.995),
             # One thread: on an oversubscribed CPU a second thread mostly waits at barriers
             # (measured: batch-8 step 1.1 s with one thread, over 60 s with two).
@@ -397,9 +398,33 @@ def stage_diffusion(cfg: TrainConfig, work: Path, budget: Budget) -> None:
 # Export: the shipped weights.
 
 
+def config_from_dict(d: dict[str, Any]) -> TrainConfig:
+    """Inverse of ``asdict(TrainConfig)`` (the ``config.json`` a run writes into its work folder)."""
+    diff = dict(d["diffusion"], channel_mults=tuple(d["diffusion"]["channel_mults"]))
+    return TrainConfig(
+        **{
+            k: v
+            for k, v in d.items()
+            if k not in ("triplane", "decoder_fit", "fit", "diffusion", "diffusion_train")
+        },
+        triplane=TriplaneConfig(**d["triplane"]),
+        decoder_fit=FitConfig(**d["decoder_fit"]),
+        fit=FitConfig(**d["fit"]),
+        diffusion=DiffusionConfig(**diff),
+        diffusion_train=DiffusionTrainConfig(**d["diffusion_train"]),
+    )
+
+
 def export(cfg: TrainConfig, work: Path, out: Path, name: str = "model") -> Path:
-    """Write ``out/{name}.safetensors`` + ``out/{name}.json`` from a finished (or partial) run."""
+    """Write ``out/{name}.safetensors`` + ``out/{name}.json`` from a finished (or partial) run.
+
+    The shapes come from the run's own ``config.json`` when present, so a run exports correctly
+    even after the preset it was started with has changed.
+    """
     from safetensors.torch import save_file
+
+    if (work / "config.json").is_file():
+        cfg = config_from_dict(json.loads((work / "config.json").read_text()))
 
     decoder, _ = load_decoder(cfg, work)
     state = torch.load(work / "diffusion_ckpt.pt", weights_only=False)

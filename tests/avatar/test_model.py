@@ -49,7 +49,7 @@ def test_same_seed_same_mesh_other_seed_other_avatar(model):
     b = model.generate({"hair_style": "bob"}, seed=7)
     c = model.generate({"hair_style": "bob"}, seed=8)
     assert torch.equal(a, b)
-    m1, m2 = extract_mesh(model.field(a[0]), 48), extract_mesh(model.field(b[0]), 48)
+    m1, m2 = extract_mesh(model.field(a[0]), 64), extract_mesh(model.field(b[0]), 64)
     assert np.array_equal(m1.vertices, m2.vertices) and np.array_equal(m1.faces, m2.faces)
     assert not torch.allclose(a, c)
 
