@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.nn import functional as F
 
 from core.avatar.attributes import ATTRIBUTE_NAMES, AvatarAttributes
 from core.avatar.conditioning import condition_from_partial
@@ -23,6 +24,26 @@ MAX_BATCH = 64
 
 DEFAULT_GUIDANCE = 2.0
 """Classifier-free guidance scale used when a request gives none."""
+
+DEFAULT_SMOOTH = 0.5
+"""Gaussian sigma (texels) applied to sampled planes' deviation from the mean. Fitted planes are
+TV-regularised; a briefly trained denoiser leaves about twice their total variation as fine
+noise, which shows as lumps and colour speckles; sigma 0.5 brings it back to the fitted planes'
+level (measured: TV 0.055 -> 0.027, fitted planes 0.029). 0 disables."""
+
+
+def smooth_planes(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of rolled-out planes (B, C, R, 3R), each plane on its own (edges replicated)."""
+    if sigma <= 0:
+        return x
+    r = max(1, int(round(2 * sigma)))
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=x.dtype) / sigma) ** 2)
+    k = k / k.sum()
+    B, C, R, W = x.shape
+    planes = torch.cat(x.chunk(3, dim=-1), dim=0).reshape(-1, 1, R, R)  # (3 B C, 1, R, R)
+    planes = F.conv2d(F.pad(planes, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    planes = F.conv2d(F.pad(planes, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
+    return torch.cat(planes.reshape(3, B, C, R, R).unbind(0), dim=-1)
 
 
 class ModelError(ValueError):
@@ -105,6 +126,7 @@ class AvatarModel:
         guidance_scale: float = DEFAULT_GUIDANCE,
         steps: int = 25,
         callback: Callable[[int, int], None] | None = None,
+        smooth: float = DEFAULT_SMOOTH,
     ) -> torch.Tensor:
         """Sample tri-planes for (possibly partial) attributes.
 
@@ -115,6 +137,7 @@ class AvatarModel:
             guidance_scale: classifier-free guidance, 1 .. 10.
             steps: DDIM steps, 1 .. 200.
             callback: called with (step, steps) after every DDIM step.
+            smooth: Gaussian sigma in texels for the sampled deviation from the mean (0 = none).
 
         Returns:
             (n, 3, C, R, R) planes for ``field``.
@@ -134,8 +157,8 @@ class AvatarModel:
         x = ddim_sample(
             self.unet, cond, self.initial_noise(seed, n), int(steps), float(guidance_scale), callback
         )
-        # 3. Back to planes in the decoder's units.
-        return self.normalizer.denormalize(roll_in(x))
+        # 3. Back to planes in the decoder's units, without the sampler's leftover fine noise.
+        return self.normalizer.denormalize(roll_in(smooth_planes(x, smooth)))
 
     def field(self, planes: torch.Tensor) -> TriplaneField:
         """One avatar's planes (3, C, R, R) as a Kiln SDF field."""

@@ -110,3 +110,18 @@ def test_smoke_training_exports_a_loadable_model(tmp_path):
     planes = m.generate({"age": "young"}, seed=2, n=2, steps=3)
     assert planes.shape == (2, 3, cfg.triplane.channels, cfg.triplane.resolution, cfg.triplane.resolution)
     assert m.meta["training"]["n_avatars"] == cfg.n_avatars
+
+
+def test_smooth_planes_keeps_constants_and_planes_apart():
+    from core.avatar.model import smooth_planes
+    from core.avatar.triplane import tv_loss
+
+    const = torch.full((1, 2, 8, 24), 3.0)
+    assert torch.allclose(smooth_planes(const, 0.7), const)  # the kernel sums to 1, edges replicated
+    x = torch.randn(2, 2, 8, 24, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(smooth_planes(x, 0.0), x)
+    y = smooth_planes(x, 0.5)
+    assert tv_loss(y) < 0.6 * tv_loss(x)  # white noise loses most of its neighbour differences
+    # Each plane is blurred on its own: a plane of zeros next to a plane of ones stays exact.
+    step = torch.cat([torch.zeros(1, 1, 8, 8), torch.ones(1, 1, 8, 8), torch.zeros(1, 1, 8, 8)], dim=-1)
+    assert torch.allclose(smooth_planes(step, 1.0), step, atol=1e-6)
