@@ -22,8 +22,10 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 MAX_BATCH = 64
 """Largest number of avatars one ``generate`` call makes (memory grows linearly with it)."""
 
-DEFAULT_GUIDANCE = 2.0
-"""Classifier-free guidance scale used when a request gives none."""
+DEFAULT_GUIDANCE = 4.0
+"""Classifier-free guidance scale used when a request gives none. On the shipped model, 4 reads
+attributes back better than 2 (clothing colour 0.69 vs 0.56, hair style 0.19 vs 0.06) at the
+same geometry (MMD 4.86 vs 4.88 cm^2); 6 adds nothing (bench/avatar_eval.py)."""
 
 DEFAULT_SMOOTH = 0.5
 """Gaussian sigma (texels) applied to sampled planes' deviation from the mean. Fitted planes are
