@@ -166,35 +166,46 @@ def unwrap(
         uvs.append(np.asarray(uv, np.float32))
         offset += len(vmapping)
     vmapping, all_faces, all_uvs = np.concatenate(vmaps), np.concatenate(faces), np.concatenate(uvs)
-    _place_ignored_faces(vmapping, all_faces, all_uvs)
+    vmapping, all_faces, all_uvs = _place_ignored_faces(vmapping, all_faces, all_uvs)
     reporter("unwrap", 1.0, f"{charts} charts")
     return UVLayout(vmapping=vmapping, faces=all_faces.astype(np.int32), uvs=all_uvs, charts=charts)
 
 
-def _place_ignored_faces(vmapping: np.ndarray, faces: np.ndarray, uvs: np.ndarray) -> None:
-    """Give UVs to the faces xatlas skipped, in place.
+def _place_ignored_faces(
+    vmapping: np.ndarray, faces: np.ndarray, uvs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Give UVs to the faces xatlas skipped; returns new (vmapping, faces, uvs).
 
     xatlas leaves near-zero-area slivers (marching cubes makes some where the surface
     grazes a lattice point) out of every chart, with all corners at UV (0, 0), where
     they would read whatever is baked in the atlas corner. Each such face is collapsed
     onto the UV of one of its corners in a real chart: a sliver has no visible area, so
-    one texel of the right neighbourhood is the right colour for it.
+    one texel of the right neighbourhood is the right colour for it. The sliver gets
+    vertices of its own: its corners may be split vertices that charted faces share, and
+    moving those would stretch the charted faces across the atlas.
     """
     tri = uvs[faces]  # (F, 3, 2)
     area = np.abs(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]))
-    skipped = (area == 0) & np.all(tri.reshape(len(faces), -1) == 0, axis=1)
-    if not skipped.any():
-        return
+    skipped = np.nonzero((area == 0) & np.all(tri.reshape(len(faces), -1) == 0, axis=1))[0]
+    if len(skipped) == 0:
+        return vmapping, faces, uvs
     # Source vertex -> the UV of one of its split copies that lies in a real chart.
-    placed = faces[~skipped].reshape(-1)
+    placed_mask = np.ones(len(faces), bool)
+    placed_mask[skipped] = False
+    placed = faces[placed_mask].reshape(-1)
     uv_of_source = np.full((int(vmapping.max()) + 1, 2), np.nan, np.float32)
     uv_of_source[vmapping[placed]] = uvs[placed]
-    for f in np.nonzero(skipped)[0]:
-        for corner in faces[f]:
-            candidate = uv_of_source[vmapping[corner]]
-            if not np.isnan(candidate[0]):
-                uvs[faces[f]] = candidate
-                break
+    corner_uv = uv_of_source[vmapping[faces[skipped]]]  # (S, 3, 2)
+    # The first corner with a charted copy gives the UV; a face with none stays at (0, 0).
+    has = ~np.isnan(corner_uv[..., 0])
+    first = np.argmax(has, axis=1)
+    target = np.where(has.any(axis=1)[:, None], corner_uv[np.arange(len(skipped)), first], 0.0)
+    new_ids = len(vmapping) + np.arange(3 * len(skipped)).reshape(-1, 3)
+    vmapping = np.concatenate([vmapping, vmapping[faces[skipped]].reshape(-1)])
+    uvs = np.concatenate([uvs, np.repeat(target.astype(uvs.dtype), 3, axis=0)])
+    faces = faces.copy()
+    faces[skipped] = new_ids
+    return vmapping, faces, uvs
 
 
 def _fill_empty(image: np.ndarray, filled: np.ndarray, reporter: Reporter, gutter_passes: int = 2) -> None:
