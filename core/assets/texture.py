@@ -205,7 +205,9 @@ def _place_ignored_faces(
     uvs = np.concatenate([uvs, np.repeat(target.astype(uvs.dtype), 3, axis=0)])
     faces = faces.copy()
     faces[skipped] = new_ids
-    return vmapping, faces, uvs
+    # Drop the copies that only the slivers used, so no vertex is left at UV (0, 0).
+    used, faces = np.unique(faces, return_inverse=True)
+    return vmapping[used], faces.reshape(-1, 3), uvs[used]
 
 
 def _fill_empty(image: np.ndarray, filled: np.ndarray, reporter: Reporter, gutter_passes: int = 2) -> None:
