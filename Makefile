@@ -38,10 +38,12 @@ extension: $(STAMP)
 	$(PY) tools/build_extension.py
 
 bench: setup
-	$(PY) bench/assets.py
-	$(PY) bench/avatar_eval.py
-	$(PY) bench/text_to_3d.py
-	$(PY) bench/server.py
+	$(PY) -m bench.assets
+	$(PY) -m bench.text_to_3d
+	$(PY) -m bench.avatar_eval
+	$(PY) -m bench.photo_avatar_eval
+	$(PY) -m bench.server
+	$(PY) -m bench.addon_turntable
 
 clean:
 	rm -rf $(VENV) node_modules dist out .pytest_cache .ruff_cache
