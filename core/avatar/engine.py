@@ -113,6 +113,9 @@ class AvatarField(Field):
         self.attrs = attrs
         self.seed = seed
         self.p = proportions(attrs, seed)
+        H, R = self.p.head_center, self.p.head_radii
+        # Eyeball centres (left, right): the geometry and the iris colouring must agree.
+        self.eye_centres = [H + [s * 0.031, -R[1] + 0.008, 0.02] for s in (-1, 1)]
         self.bbox_min = np.full(3, -HALF_EXTENT, np.float32)
         self.bbox_max = np.full(3, HALF_EXTENT, np.float32)
 
@@ -150,8 +153,8 @@ class AvatarField(Field):
         neck = sdf.capsule(x, [0, 0.012, -0.17], [0, 0.006, 0.02], 0.052)
         parts["skin"] = sdf.smin(head, neck, 0.025)
         eyes = np.minimum(
-            sdf.sphere(x, H + [-0.031, -R[1] + 0.008, 0.02], P.eye_radius),
-            sdf.sphere(x, H + [0.031, -R[1] + 0.008, 0.02], P.eye_radius),
+            sdf.sphere(x, self.eye_centres[0], P.eye_radius),
+            sdf.sphere(x, self.eye_centres[1], P.eye_radius),
         )
         parts["eyes"] = eyes
 
@@ -270,7 +273,7 @@ class AvatarField(Field):
         if len(x) == 0:
             return np.zeros((0, 3), np.float32)
         a, P = self.attrs, self.p
-        H, R = P.head_center, P.head_radii
+        H = P.head_center
         rel = x - H
         parts = self._parts(x)
         names = list(parts)
@@ -322,8 +325,7 @@ class AvatarField(Field):
             rgb[(nearest == names.index("cloth")) & neckline] = skin
         # Iris and pupil: the front cap of each eyeball.
         is_eye = nearest == names.index("eyes")
-        for s in (-1, 1):
-            c = H + [s * 0.031, -R[1] + 0.008, 0.02]
+        for c in self.eye_centres:
             d = x - c
             front = -d[:, 1] / np.maximum(sdf.length(d), 1e-9)
             rgb[is_eye & (front > 0.80)] = IRIS[a.eye_color]
