@@ -139,6 +139,52 @@ def _evaluate(field: Field, points: np.ndarray, reporter: Reporter) -> np.ndarra
     return out
 
 
+@dataclass
+class _Band:
+    """Coarse samples of a Lipschitz SDF: fine samples far from the surface take their value."""
+
+    coarse: np.ndarray  # values at every ``step``-th lattice point (and the last one)
+    step: int
+    shape: tuple[int, int, int]
+    threshold: float  # |value - level| above which a fine sample cannot be near a crossing
+    level: float
+
+    def _nearest(self, n: int, lo: int = 0, count: int | None = None) -> np.ndarray:
+        i = np.arange(lo, lo + (n if count is None else count))
+        return np.minimum(np.rint(i / self.step).astype(int), (n - 1 + self.step - 1) // self.step)
+
+    def values(self, start: int, real: int) -> np.ndarray:
+        """The nearest coarse sample's value for grid planes start .. start+real-1 -> (real, ny, nz)."""
+        nx, ny, nz = self.shape
+        ix = self._nearest(nx, start, real)
+        return self.coarse[np.ix_(ix, self._nearest(ny), self._nearest(nz))].astype(np.float32)
+
+    def near_surface(self, values: np.ndarray) -> np.ndarray:
+        return np.abs(values - self.level) <= self.threshold
+
+
+def _coarse_band(field: Field, grid: Grid, level: float, reporter: Reporter, step: int = 3) -> _Band | None:
+    """A coarse pass for a Lipschitz SDF (``field.lipschitz``), or None to evaluate densely.
+
+    A fine sample at most ``step / 2 * sqrt(3)`` cells from its nearest coarse sample q, with
+    ``|d(q) - level| > L * h * (step / 2 * sqrt(3) + 1)``, is more than one cell (``L * h``)
+    from the level in value: neither it nor any lattice neighbour sits on a crossing edge,
+    so marching cubes only needs its sign, which q's value gives. Every crossing edge's two
+    ends are therefore evaluated exactly and the mesh is the dense one.
+    """
+    L = getattr(field, "lipschitz", None)
+    if field.kind != "sdf" or not L or L <= 0:
+        return None
+    threshold = float(L) * grid.spacing * (step / 2 * np.sqrt(3) + 1)
+    axes = []
+    for n, o in zip(grid.shape, grid.origin, strict=True):
+        idx = np.minimum(np.arange(0, n - 1 + step, step), n - 1)
+        axes.append((o + grid.spacing * idx).astype(np.float32))
+    pts = np.stack(np.meshgrid(*axes, indexing="ij"), -1)
+    coarse = _evaluate(field, pts.reshape(-1, 3), reporter).reshape(pts.shape[:3])
+    return _Band(coarse, step, grid.shape, threshold, level)
+
+
 def extract_mesh(
     field: Field,
     resolution: int = 128,
@@ -187,6 +233,7 @@ def extract_mesh(
     target = sign * level
     outside = np.float32(target - 1.0)
     planes = max(1, int(chunk) // (ny * nz))
+    band = _coarse_band(field, grid, level, reporter)
     ys = grid.origin[1] + grid.spacing * np.arange(ny)
     zs = grid.origin[2] + grid.spacing * np.arange(nz)
     yy, zz = np.meshgrid(ys.astype(np.float32), zs.astype(np.float32), indexing="ij")
@@ -212,7 +259,12 @@ def extract_mesh(
             pts[..., 0] = xs[:, None, None]
             pts[..., 1] = yy
             pts[..., 2] = zz
-            values = _evaluate(field, pts.reshape(-1, 3), reporter).reshape(real, ny, nz)
+            if band is None:
+                values = _evaluate(field, pts.reshape(-1, 3), reporter).reshape(real, ny, nz)
+            else:
+                values = band.values(start, real)
+                near = band.near_surface(values)
+                values[near] = _evaluate(field, pts[near], reporter)
             bad = ~np.isfinite(values)
             if bad.any():
                 i = np.argwhere(bad)[0]

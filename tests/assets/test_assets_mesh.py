@@ -206,3 +206,36 @@ def test_field_contract_violations_are_named() -> None:
     del field.bbox_min
     with pytest.raises(AssetError, match="needs bbox_min and bbox_max"):
         extract_mesh(field, 64)
+
+
+class _Counted(Field):
+    """Two exact sphere SDFs (|grad| = 1) that count the points they are asked about."""
+
+    kind = "sdf"
+
+    def __init__(self, lipschitz: float | None) -> None:
+        self.a, self.b = SphereField(0.2, (-0.25, 0.0, 0.0)), SphereField(0.12, (0.3, 0.1, 0.05))
+        self.bbox_min, self.bbox_max = np.full(3, -0.5, np.float32), np.full(3, 0.5, np.float32)
+        self.lipschitz = lipschitz
+        self.calls = 0
+
+    def value(self, points: np.ndarray) -> np.ndarray:
+        self.calls += len(points)
+        return np.minimum(self.a.value(points), self.b.value(points))
+
+    def albedo(self, points: np.ndarray) -> np.ndarray:
+        return np.ones((len(points), 3), np.float32)
+
+
+@pytest.mark.parametrize("resolution", [64, 130])
+def test_band_extraction_of_a_lipschitz_sdf_gives_the_dense_mesh_for_fewer_samples(resolution) -> None:
+    dense_field, band_field = _Counted(None), _Counted(1.0)
+    dense = extract_mesh(dense_field, resolution, chunk=20000)
+    band = extract_mesh(band_field, resolution, chunk=20000)
+    # Every crossing edge's ends are evaluated exactly, so the mesh is bit-identical.
+    assert np.array_equal(dense.vertices, band.vertices)
+    assert np.array_equal(dense.faces, band.faces)
+    assert dense_field.calls == int(np.prod(make_grid(dense_field, resolution).shape))
+    # The band is a thin shell around two small spheres: measured 12 % (64) and 8 % (130)
+    # of the dense count, including the coarse pass (1/27).
+    assert band_field.calls < 0.3 * dense_field.calls
