@@ -209,3 +209,174 @@ def run_avatar_job(params: dict[str, Any], work_dir: Path, reporter: Reporter) -
     if asset.video is not None:
         artifacts["turntable.mp4"] = asset.video
     return artifacts
+
+
+# ---------------------------------------------------------------------------------------
+# Batches: many avatars from one request, the asset path spread over processes.
+
+
+def _build_one(
+    planes: torch.Tensor, decoder_state: dict, decoder_cfg: dict, dest: Path, options: Any
+) -> dict:
+    """One avatar's asset files, in a worker process (one torch thread each)."""
+    from core.assets import build_asset
+    from core.avatar.triplane import TriplaneConfig, TriplaneDecoder, TriplaneField
+
+    torch.set_num_threads(1)
+    decoder = TriplaneDecoder(TriplaneConfig(**decoder_cfg))
+    decoder.load_state_dict(decoder_state)
+    asset = build_asset(TriplaneField(planes, decoder), dest, options, name="avatar")
+    return asset.stats
+
+
+def make_batch(
+    request: AvatarRequest,
+    out_dir: Path,
+    options: Any,
+    workers: int | None = None,
+    reporter: Reporter | None = None,
+    model: Any = None,
+) -> dict[str, Any]:
+    """``request.n`` avatars into ``out_dir/avatar_000 ..`` (GLB, preview, video per ``options``).
+
+    All tri-planes are sampled in one batched DDIM run and saved (``planes.pt``); the asset
+    path then runs in ``workers`` processes (default: one per CPU core, at most n). Run again
+    after a crash or a cancel: avatars whose ``asset.glb`` exists are kept, the planes are
+    reused when the request is the same, and only the missing avatars are built.
+
+    Returns:
+        The summary also written to ``out_dir/batch.json``.
+    """
+    import dataclasses
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    reporter = reporter or Reporter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key = json.dumps(dataclasses.asdict(request), sort_keys=True)
+    saved_path = out_dir / "planes.pt"
+    saved = torch.load(saved_path, weights_only=False) if saved_path.exists() else {}
+    if model is None:
+        from core.avatar.model import ModelError, default_model
+
+        try:
+            model = default_model()
+        except ModelError as e:
+            raise JobError(str(e)) from e
+    result = avatar(
+        request,
+        reporter.sub(0.0, 0.2),
+        model,
+        planes=saved.get("planes") if saved.get("key") == key else None,
+    )
+    if saved.get("key") != key:
+        torch.save({"key": key, "planes": result.planes}, saved_path.with_suffix(".tmp"))
+        os.replace(saved_path.with_suffix(".tmp"), saved_path)
+    dests = [out_dir / f"avatar_{i:03d}" for i in range(len(result.planes))]
+    todo = [i for i, d in enumerate(dests) if not (d / "asset.glb").is_file()]
+    before: dict[int, Any] = {}
+    if (out_dir / "batch.json").is_file() and saved.get("key") == key:  # figures of avatars kept
+        before = {a["index"]: a["stats"] for a in json.loads((out_dir / "batch.json").read_text())["avatars"]}
+    stats: dict[int, Any] = {}
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
+    assets = reporter.sub(0.2, 0.99)
+    cfg = dataclasses.asdict(model.decoder.cfg)
+    state = model.decoder.state_dict()
+    if workers == 1:
+        for k, i in enumerate(todo):
+            assets("assets", k / max(len(todo), 1), f"avatar {i + 1}/{len(dests)}")
+            stats[i] = _build_one(result.planes[i], state, cfg, dests[i], options)
+    else:
+        # spawn, not fork: this process has torch's threads running.
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            futures = {
+                pool.submit(_build_one, result.planes[i], state, cfg, dests[i], options): i for i in todo
+            }
+            try:
+                for k, fut in enumerate(as_completed(futures)):
+                    stats[futures[fut]] = fut.result()
+                    assets("assets", (k + 1) / len(todo), f"{k + 1}/{len(todo)} avatars built")
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+    summary = {
+        "request": dataclasses.asdict(request),
+        "attributes": result.attributes,
+        "unknown_words": result.unknown_words,
+        "conflicts": result.conflicts,
+        "avatars": [
+            {
+                "index": i,
+                "glb": str(d / "asset.glb"),
+                "built_now": i in stats,
+                "stats": stats.get(i, before.get(i)),
+            }
+            for i, d in enumerate(dests)
+        ],
+    }
+    _write_json_atomic(out_dir / "batch.json", summary)
+    reporter("done", 1.0, f"{len(dests)} avatars in {out_dir}")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Avatars from a prompt on the command line (batches for a render node)."""
+    import argparse
+    import sys
+    import time
+
+    from core.assets import AssetError, AssetOptions
+
+    ap = argparse.ArgumentParser(prog="python -m core.pipelines.avatar", description=main.__doc__)
+    ap.add_argument("--prompt", default="", help='e.g. "an elderly man with a grey beard and round glasses"')
+    ap.add_argument(
+        "--attr", action="append", default=[], metavar="NAME=VALUE", help="explicit attribute (wins)"
+    )
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n", type=int, default=1, help="avatars to make (1..64)")
+    ap.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1..10)")
+    ap.add_argument(
+        "--out", type=Path, required=True, help="folder; run again to finish an interrupted batch"
+    )
+    ap.add_argument(
+        "--workers", type=int, default=None, help="processes for the asset path (default: CPU cores)"
+    )
+    ap.add_argument("--resolution", type=int, default=128)
+    ap.add_argument("--texture-size", type=int, default=1024)
+    ap.add_argument("--turntable-frames", type=int, default=0, help="0 = no video (a preview still only)")
+    args = ap.parse_args(argv)
+    attrs = {}
+    for item in args.attr:
+        name, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--attr takes NAME=VALUE, got {item!r}")
+        attrs[name.strip()] = value.strip()
+    options = AssetOptions(
+        resolution=args.resolution, texture_size=args.texture_size, turntable_frames=args.turntable_frames
+    )
+    request = AvatarRequest(args.prompt, attrs, args.seed, args.n, args.guidance)
+
+    def report(event: Any) -> None:
+        print(f"[{event.stage}] {event.fraction:4.0%} {event.message}", file=sys.stderr, flush=True)
+
+    t = time.perf_counter()
+    try:
+        options.validate()
+        summary = make_batch(request, args.out, options, args.workers, Reporter(report))
+    except (JobError, AssetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if summary["unknown_words"]:
+        print(f"words not understood: {', '.join(summary['unknown_words'])}", file=sys.stderr)
+    for c in summary["conflicts"]:
+        print(f"conflict: {c}", file=sys.stderr)
+    print(
+        f"{len(summary['avatars'])} avatars in {args.out} ({time.perf_counter() - t:.1f} s); see batch.json"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -81,3 +81,34 @@ def test_huge_batch_is_refused_with_the_limit():
 def test_cancel_stops_sampling():
     with pytest.raises(Cancelled):
         avatar(AvatarRequest(prompt="a person"), Reporter(cancel=lambda: True))
+
+
+@pytest.mark.slow
+def test_batch_builds_every_avatar_in_worker_processes_and_resumes(tmp_path):
+    from core.assets import AssetOptions
+    from core.pipelines.avatar import make_batch
+
+    options = AssetOptions(resolution=64, texture_size=64, turntable_frames=0)
+    request = AvatarRequest(prompt="a man with a beanie", n=3, seed=2)
+    summary = make_batch(request, tmp_path, options, workers=2)
+    glbs = [tmp_path / f"avatar_{i:03d}" / "asset.glb" for i in range(3)]
+    assert all(g.read_bytes()[:4] == b"glTF" for g in glbs)
+    assert len({g.read_bytes() for g in glbs}) == 3  # three different avatars
+    assert summary["attributes"]["headwear"] == "beanie"
+    assert all(a["built_now"] and a["stats"]["faces"] > 1000 for a in summary["avatars"])
+    # A lost avatar (crash, deleted file) is rebuilt alone, identical; the others are kept.
+    kept = glbs[0].stat().st_mtime_ns
+    lost = glbs[1].read_bytes()
+    glbs[1].unlink()
+    again = make_batch(request, tmp_path, options, workers=1)
+    assert [a["built_now"] for a in again["avatars"]] == [False, True, False]
+    assert glbs[0].stat().st_mtime_ns == kept and glbs[1].read_bytes() == lost
+    assert again["avatars"][0]["stats"] == summary["avatars"][0]["stats"]
+
+
+def test_batch_cli_names_a_bad_attribute(tmp_path, capsys):
+    from core.pipelines.avatar import main
+
+    assert main(["--attr", "glasses=monocle", "--out", str(tmp_path)]) == 2
+    assert "glasses" in capsys.readouterr().err
+    assert not list(tmp_path.glob("avatar_*"))
