@@ -45,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queued", type=int, default=1000, help="queued jobs before submissions get 429")
     p.add_argument("--worker-nice", type=int, default=10, help="niceness added to the worker (POSIX)")
     p.add_argument(
+        "--worker-threads",
+        type=int,
+        default=None,
+        help="torch CPU threads per job (default: one per core; 1 is best on a CPU shared with other work)",
+    )
+    p.add_argument(
         "--cancel-grace", type=float, default=10.0, help="seconds before a cancelled job is killed"
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -72,6 +78,7 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
             allowed_hosts=tuple(args.allowed_host),
             cancel_grace_s=args.cancel_grace,
             worker_nice=args.worker_nice,
+            worker_threads=args.worker_threads,
             max_queued=args.max_queued,
             log_level=args.log_level,
         )

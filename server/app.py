@@ -191,6 +191,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         return {
             "version": __version__,
             **{k: supervisor.device.get(k) for k in ("device", "device_name", "device_warning")},
+            "worker_threads": supervisor.device.get("torch_threads"),
             "kinds": kinds,
             "models": {
                 "text_to_3d": config.text_to_3d_model or "engine default",

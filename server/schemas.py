@@ -153,6 +153,7 @@ class Info(BaseModel):
     queue_length: int
     running: str | None = Field(description="Id of the job running now, if any.")
     worker_pid: int | None = Field(description="Process id of the worker, for operators.")
+    worker_threads: int | None = Field(None, description="torch CPU threads the worker runs jobs with.")
     attributes: dict[str, list[str]]
     presets: list[str]
     limits: dict[str, int] = Field(description="Upload and prompt limits.")

@@ -48,8 +48,11 @@ def engine_params(job: JobRecord, work_dir: Path, config: ServerConfig) -> dict[
 
 
 def worker_env(config: ServerConfig) -> dict[str, str]:
-    """Environment settings the engines read in the worker (the avatar model folder)."""
-    return {"KILN_AVATAR_MODEL": config.avatar_weights} if config.avatar_weights else {}
+    """Environment settings the worker and engines read (avatar model folder, torch threads)."""
+    env = {"KILN_AVATAR_MODEL": config.avatar_weights} if config.avatar_weights else {}
+    if config.worker_threads:
+        env["KILN_TORCH_THREADS"] = str(config.worker_threads)
+    return env
 
 
 def collect_artifacts(result: dict[str, str], work_dir: Path) -> list[Artifact]:

@@ -145,8 +145,17 @@ def worker_main(
 
     os.environ.update(env or {})  # engine settings, e.g. KILN_AVATAR_MODEL
 
-    # 1. Device and engine table; extra kinds go into the one table run_job reads.
-    _send(conn, ("hello", {"pid": os.getpid(), **detect_device()}))
+    # 1. Device, threads and engine table; extra kinds go into the one table run_job reads.
+    hello = {"pid": os.getpid(), **detect_device()}
+    try:
+        import torch
+
+        if os.environ.get("KILN_TORCH_THREADS"):
+            torch.set_num_threads(int(os.environ["KILN_TORCH_THREADS"]))
+        hello["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    _send(conn, ("hello", hello))
     from core.pipelines import jobs
     from core.progress import Cancelled, Reporter
 

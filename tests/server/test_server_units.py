@@ -194,3 +194,19 @@ def test_cors_only_when_asked(tmp_path: Path, pillow_state) -> None:
     assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://studio.example"
     r = allowed.options("/v1/jobs", headers={**preflight, "origin": "http://evil.example"})
     assert r.status_code == 403
+
+
+def test_worker_threads_setting_reaches_the_worker(server_factory) -> None:
+    import time
+
+    from server.__main__ import config_from_args
+    from server.supervisor import worker_env
+
+    with pytest.raises(SystemExit):
+        config_from_args(["--worker-threads", "0"])
+    assert worker_env(config_from_args(["--worker-threads", "1"]))["KILN_TORCH_THREADS"] == "1"
+    server = server_factory(["--worker-threads", "1"]).start()
+    deadline = time.monotonic() + 60
+    while (info := server.info())["device"] == "starting" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert info["worker_threads"] == 1
