@@ -52,6 +52,8 @@ class DiffusionTrainConfig:
     """All attributes are dropped together with this probability (classifier-free guidance)."""
     seed: int = 0
     """Seeds the batch order and noise."""
+    conditional_mean: bool = True
+    """Centre the planes on an additive per-attribute mean (``PlaneNormalizer.fit`` with attributes)."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -70,27 +72,72 @@ def roll_in(x: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class PlaneNormalizer:
-    """Per-texel mean tri-plane and per-(plane, channel) std, so the denoiser sees unit-scale data.
+    """Centre and scale tri-planes so the denoiser sees unit-scale residuals.
+
+    The centre is the training mean plus, when ``effects`` is set, one additive offset per
+    specified attribute value (a ridge regression of the planes on the one-hot attributes, a
+    "conditional prior mean" as in PriorGrad). The denoiser then only has to model what the
+    attributes do not explain (the seed's variation and the attributes' interactions), so a
+    short CPU training still follows the prompt; an unspecified attribute adds no offset (its
+    offsets are centred on the training frequencies) and is left to the denoiser.
 
     Attributes:
         mean: (3, C, R, R) mean of the training planes.
-        std: (3, C) standard deviation of (planes - mean) per plane and channel.
+        std: (3, C) standard deviation of (planes - centre) per plane and channel.
+        effects: (sum of vocabulary sizes, 3, C, R, R) offsets, rows in ``ATTRIBUTE_NAMES`` order,
+            or None for an unconditional centre (the first shipped model).
     """
 
     mean: torch.Tensor
     std: torch.Tensor
+    effects: torch.Tensor | None = None
 
     @classmethod
-    def fit(cls, planes: torch.Tensor) -> PlaneNormalizer:
+    def fit(
+        cls, planes: torch.Tensor, attrs: torch.Tensor | None = None, ridge: float = 1.0
+    ) -> PlaneNormalizer:
+        """Fit to planes (N, 3, C, R, R); with full conditions ``attrs`` (N, A), fit the offsets too."""
         mean = planes.mean(0)
-        std = (planes - mean).std(dim=(0, 3, 4)).clamp_min(1e-4)
-        return cls(mean, std)
+        if attrs is None:
+            return cls(mean, (planes - mean).std(dim=(0, 3, 4)).clamp_min(1e-4))
+        from core.avatar.conditioning import VOCAB_SIZES
 
-    def normalize(self, planes: torch.Tensor) -> torch.Tensor:
-        return (planes - self.mean) / self.std[..., None, None]
+        N = len(planes)
+        onehot = torch.cat([F.one_hot(attrs[:, a], k).float() for a, k in enumerate(VOCAB_SIZES)], 1)
+        X = torch.cat([onehot, torch.ones(N, 1)], 1).double()
+        Y = planes.reshape(N, -1).double()
+        W = torch.linalg.solve(X.T @ X + ridge * torch.eye(X.shape[1], dtype=X.dtype), X.T @ Y)
+        # Centre each attribute's offsets on its training frequencies, so "unspecified" is 0.
+        rows, start = [], 0
+        for k in VOCAB_SIZES:
+            block = W[start : start + k]
+            freq = onehot[:, start : start + k].double().mean(0)
+            rows.append(block - (freq[:, None] * block).sum(0))
+            start += k
+        effects = torch.cat(rows).float().reshape(-1, *planes.shape[1:])
+        norm = cls(mean, torch.ones(planes.shape[1:3]), effects)
+        norm.std = (planes - norm.centre(attrs)).std(dim=(0, 3, 4)).clamp_min(1e-4)
+        return norm
 
-    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.std[..., None, None] + self.mean
+    def centre(self, cond: torch.Tensor | None) -> torch.Tensor:
+        """The centre for conditions ``cond`` (B, A) (null tokens add nothing) -> (B, 3, C, R, R)."""
+        if self.effects is None or cond is None:
+            return self.mean[None]
+        from core.avatar.conditioning import VOCAB_SIZES
+
+        sizes = torch.tensor(VOCAB_SIZES)
+        starts = torch.cumsum(sizes, 0) - sizes
+        specified = cond < sizes  # (B, A)
+        rows = (starts + cond.clamp(max=sizes - 1)).reshape(-1)
+        offs = self.effects[rows].reshape(*cond.shape, *self.effects.shape[1:])
+        w = specified.to(offs.dtype).reshape(*cond.shape, 1, 1, 1, 1)
+        return self.mean + (offs * w).sum(1)
+
+    def normalize(self, planes: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return (planes - self.centre(cond)) / self.std[..., None, None]
+
+    def denormalize(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return x * self.std[..., None, None] + self.centre(cond)
 
 
 # ---------------------------------------------------------------------------------------
@@ -288,6 +335,7 @@ def ddim_sample(
     steps: int = 25,
     guidance_scale: float = 2.0,
     callback: Callable[[int, int], None] | None = None,
+    uncond_shift: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Deterministic DDIM (eta = 0) with classifier-free guidance.
 
@@ -298,6 +346,12 @@ def ddim_sample(
         steps: DDIM steps.
         guidance_scale: 1 = conditional only; > 1 pushes towards the condition.
         callback: called with (step index, steps) after each step.
+        uncond_shift: with a conditional centre (``PlaneNormalizer.effects``), the samples live
+            in the condition's frame z_c = (planes - centre(c)) / std, and the unconditional
+            branch was trained in the null frame z_0 = z_c + shift, shift = (centre(c) -
+            centre(null)) / std, rolled out. Its input is moved into that frame
+            (x + alpha shift) and its prediction back (v + sigma shift), so both branches
+            describe the same planes before they are mixed.
 
     Returns:
         (B, C, R, 3R) normalised rolled-out planes.
@@ -313,7 +367,11 @@ def ddim_sample(
         if guidance_scale == 1.0:
             v = model(x, tb, cond)
         else:
-            vc, vu = model(torch.cat([x, x]), torch.cat([tb, tb]), torch.cat([cond, null])).chunk(2)
+            a, s = (u[:, None, None, None] for u in alpha_sigma(tb, T))
+            xu = x if uncond_shift is None else x + a * uncond_shift
+            vc, vu = model(torch.cat([x, xu]), torch.cat([tb, tb]), torch.cat([cond, null])).chunk(2)
+            if uncond_shift is not None:
+                vu = vu + s * uncond_shift
             v = vu + guidance_scale * (vc - vu)
         a, s = (u[:, None, None, None] for u in alpha_sigma(tb, T))
         x0 = a * x - s * v
@@ -353,7 +411,7 @@ def train_diffusion(
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(tcfg.seed)
     step = 0
-    norm = PlaneNormalizer.fit(planes)
+    norm = PlaneNormalizer.fit(planes, attrs if tcfg.conditional_mean else None)
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=False)
         model.load_state_dict(state["model"])
@@ -361,14 +419,14 @@ def train_diffusion(
         opt.load_state_dict(state["opt"])
         gen.set_state(state["gen"])
         step = state["step"]
-        norm = PlaneNormalizer(state["norm_mean"], state["norm_std"])
+        norm = PlaneNormalizer(state["norm_mean"], state["norm_std"], state.get("norm_effects"))
         log(f"diffusion: resuming at step {step}")
-    data = roll_out(norm.normalize(planes))
     n_params = sum(p.numel() for p in model.parameters())
 
     def save() -> dict:
         state = {"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
-                 "step": step, "norm_mean": norm.mean, "norm_std": norm.std, "n_params": n_params}  # fmt: skip
+                 "step": step, "norm_mean": norm.mean, "norm_std": norm.std, "norm_effects": norm.effects,
+                 "n_params": n_params}  # fmt: skip
         tmp = ckpt.with_suffix(".tmp")
         torch.save(state, tmp)
         os.replace(tmp, ckpt)
@@ -385,7 +443,7 @@ def train_diffusion(
                 g["lr"] = lr
             idx = torch.randint(0, N, (tcfg.batch_size,), generator=gen)
             cond = drop_conditions(attrs[idx], tcfg.attr_drop, tcfg.all_drop, gen)
-            loss = v_loss(model, data[idx], cond, gen)
+            loss = v_loss(model, roll_out(norm.normalize(planes[idx], cond)), cond, gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

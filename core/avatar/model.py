@@ -13,7 +13,14 @@ from torch.nn import functional as F
 
 from core.avatar.attributes import ATTRIBUTE_NAMES, AvatarAttributes
 from core.avatar.conditioning import condition_from_partial
-from core.avatar.diffusion import DiffusionConfig, PlaneNormalizer, TriplaneUNet, ddim_sample, roll_in
+from core.avatar.diffusion import (
+    DiffusionConfig,
+    PlaneNormalizer,
+    TriplaneUNet,
+    ddim_sample,
+    roll_in,
+    roll_out,
+)
 from core.avatar.triplane import TriplaneConfig, TriplaneDecoder, TriplaneField
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -101,7 +108,12 @@ class AvatarModel:
             unet.load_state_dict({k[5:]: v.float() for k, v in tensors.items() if k.startswith("unet.")})
         except RuntimeError as e:
             raise ModelError(f"{weights} does not match {meta_path} ({e}); re-export the model") from e
-        norm = PlaneNormalizer(tensors["norm.mean"].float(), tensors["norm.std"].float())
+        effects = tensors.get("norm.effects")
+        norm = PlaneNormalizer(
+            tensors["norm.mean"].float(),
+            tensors["norm.std"].float(),
+            None if effects is None else effects.float(),
+        )
         return cls(decoder.eval(), unet.eval(), norm, meta)
 
     @property
@@ -155,12 +167,17 @@ class AvatarModel:
             raise ValueError(f"steps must be between 1 and 200, got {steps}")
         values = attributes.to_dict() if isinstance(attributes, AvatarAttributes) else dict(attributes or {})
         cond = torch.from_numpy(condition_from_partial(values))[None].expand(n, -1)
+        norm = self.normalizer
+        shift = None
+        if norm.effects is not None:  # the unconditional branch's frame (see ddim_sample)
+            shift = roll_out((norm.centre(cond[:1]) - norm.mean) / norm.std[..., None, None])
         # 2. Denoise from the seed's noise.
         x = ddim_sample(
-            self.unet, cond, self.initial_noise(seed, n), int(steps), float(guidance_scale), callback
+            self.unet, cond, self.initial_noise(seed, n), int(steps), float(guidance_scale), callback, shift
         )
-        # 3. Back to planes in the decoder's units, without the sampler's leftover fine noise.
-        return self.normalizer.denormalize(roll_in(smooth_planes(x, smooth)))
+        # 3. Back to planes in the decoder's units (adding the attributes' mean), without the
+        #    sampler's leftover fine noise.
+        return self.normalizer.denormalize(roll_in(smooth_planes(x, smooth)), cond)
 
     def field(self, planes: torch.Tensor) -> TriplaneField:
         """One avatar's planes (3, C, R, R) as a Kiln SDF field."""

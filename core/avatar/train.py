@@ -433,6 +433,8 @@ def export(cfg: TrainConfig, work: Path, out: Path, name: str = "model") -> Path
     tensors |= {f"unet.{k}": v.half().contiguous() for k, v in state["ema"].items()}
     tensors["norm.mean"] = state["norm_mean"].float().contiguous()
     tensors["norm.std"] = state["norm_std"].float().contiguous()
+    if state.get("norm_effects") is not None:  # the per-attribute means (about 1.6 M values)
+        tensors["norm.effects"] = state["norm_effects"].half().contiguous()
     out.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out / f"{name}.safetensors"))
     meta = {
