@@ -26,6 +26,22 @@ USER_AGENT = "kiln-blender-addon/0.1"
 _CHUNK = 1 << 20
 
 
+def form_data_filename(name: str) -> str:
+    """``name`` as a quoted-string value of a ``filename`` parameter (RFC 7578 section 4.2).
+
+    As browsers do (WHATWG's multipart/form-data encoding): ``"`` -> ``%22``, CR -> ``%0D``,
+    LF -> ``%0A``, everything else as is, sent as UTF-8. A quote or line break in a photo's file
+    name would otherwise end the header early or start a header of its own. Bytes of a file name
+    that are not UTF-8 (``os.fsdecode``'s surrogate escapes) become U+FFFD.
+    """
+    try:
+        raw = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that no file system decoding made
+        raw = name.encode("utf-8", "replace")
+    name = raw.decode("utf-8", "replace")
+    return name.replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
+
+
 class KilnError(Exception):
     """Any failure talking to the server; ``str()`` is a sentence saying what to do."""
 
@@ -219,7 +235,8 @@ class KilnClient:
         parts = [
             f'--{boundary}\r\nContent-Disposition: form-data; name="params"\r\n'
             f"Content-Type: application/json\r\n\r\n{json.dumps(params)}\r\n".encode(),
-            f'--{boundary}\r\nContent-Disposition: form-data; name="photo"; filename="{photo.name}"\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="photo"; '
+            f'filename="{form_data_filename(photo.name)}"\r\n'
             f"Content-Type: {content_type}\r\n\r\n".encode(),
             photo.read_bytes(),
             f"\r\n--{boundary}--\r\n".encode(),

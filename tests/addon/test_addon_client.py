@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import email.parser
+import email.policy
 import json
+import os
 import sys
 import time
 
@@ -17,6 +19,7 @@ from blender_addon.client import (
     ServerTimeout,
     ServerUnavailable,
     check_online_access,
+    form_data_filename,
     is_loopback_url,
     normalize_url,
 )
@@ -163,6 +166,42 @@ def test_photo_job_is_multipart_with_photo_and_params(server, make_job, tmp_path
     assert parts["photo"].get_filename() == "face.png"
     params = json.loads(parts["params"].get_payload(decode=True))
     assert "kind" not in params and params["seed"] == 3 and params["preset"] == "standard"
+
+
+@pytest.mark.parametrize(
+    ("name", "sent"),
+    [
+        ('my "best" face.png', "my %22best%22 face.png"),
+        ("two\nlines\r.png", "two%0Alines%0D.png"),
+        ("Zoë Ångström 写真.png", "Zoë Ångström 写真.png"),
+        ("100% real; name=x.png", "100% real; name=x.png"),
+    ],
+)
+def test_photo_file_name_is_encoded_per_rfc_7578(server, make_job, tmp_path, name, sent):
+    # A quote used to end the filename parameter early, and a line break split the part's
+    # headers: the server read a wrong name or none, or refused the upload.
+    photo = tmp_path / name
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    server.route("POST", "/v1/jobs/photo", Reply(201, make_job(kind="photo_avatar")))
+    KilnClient(server.url).create_photo_job(photo, JobRequest("photo_avatar"))
+    seen = server.seen[-1]
+    # The header line, byte for byte: UTF-8, nothing else escaped.
+    expected = f'Content-Disposition: form-data; name="photo"; filename="{sent}"\r\n'.encode()
+    assert expected in seen.body
+    # And parsed back as a multipart body: two parts, the photo's bytes and name intact.
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + seen.headers["content-type"].encode() + b"\r\n\r\n" + seen.body
+    )
+    parts = list(message.iter_parts())
+    assert [p.get_param("name", header="content-disposition") for p in parts] == ["params", "photo"]
+    assert parts[1].get_filename() == sent
+    assert parts[1].get_content() == photo.read_bytes()
+    assert parts[1].get_content_type() == "image/png"
+
+
+def test_file_name_bytes_that_are_not_utf8_are_replaced():
+    assert form_data_filename(os.fsdecode(b"caf\xe9.jpg")) == "caf\ufffd.jpg"
+    assert form_data_filename('a"\r\n.jpg') == "a%22%0D%0A.jpg"
 
 
 def test_missing_photo_is_refused_before_any_request(server, tmp_path):
