@@ -47,15 +47,33 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="generate assets, import them, optionally render turntables")
     src = gen.add_argument_group("what to generate (at least one)")
-    src.add_argument("--prompt", action="append", default=[], help="a prompt (repeat for several)")
+    src.add_argument(
+        "--prompt",
+        action="append",
+        default=[],
+        help="a prompt (repeat for several); with --photo: what to change, e.g. 'with a red cap'",
+    )
     src.add_argument("--prompts-file", type=Path, help="a text file with one prompt per line (# comments)")
-    src.add_argument("--photo", action="append", type=Path, default=[], help="a face photo (repeatable)")
+    src.add_argument(
+        "--photo",
+        action="append",
+        type=Path,
+        default=[],
+        help="a face photo (repeatable); each photo is made once per prompt, or once without one",
+    )
     gen.add_argument("--out", type=Path, required=True, help="output folder for .glb, .mp4 and the .blend")
     gen.add_argument("--kind", default="avatar", help="engine for prompts: avatar (default), text_to_3d, ...")
     gen.add_argument("--negative-prompt", default="")
     gen.add_argument("--seed", type=int, default=None, help="fixed seed (default: the server picks)")
     gen.add_argument("--preset", choices=PRESETS, default="draft")
-    gen.add_argument("--attribute", action="append", default=[], metavar="NAME=VALUE", help="avatar override")
+    gen.add_argument(
+        "--attribute",
+        "--attr",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="avatar attribute override, also for photos (repeatable; names and values: GET /v1/info)",
+    )
     gen.add_argument("--resolution", type=int, default=128, help="marching-cubes grid (64..512)")
     gen.add_argument("--texture-size", type=int, default=1024, help="texture edge (256..4096)")
     gen.add_argument("--turntable", action="store_true", help="render a turntable MP4 and add it to the VSE")
@@ -91,6 +109,40 @@ def parse_attributes(pairs: list[str]) -> dict[str, str]:
             raise CliError(f"--attribute {pair!r} must look like NAME=VALUE, e.g. hair_style=bob")
         out[key.strip()] = value.strip()
     return out
+
+
+def job_sources(
+    args: argparse.Namespace,
+    prompts: list[str],
+    photos: list[Path],
+    attributes: dict[str, str],
+    output: OutputOptions,
+) -> list[tuple[JobRequest, Path | None, str]]:
+    """(request, photo or None, label) of each job of the batch.
+
+    Without --photo each prompt is a job of ``--kind``. With --photo the prompts are what to
+    change in the photo's avatar ("with a red cap"), as the panel's Changes field: every photo
+    is made once per prompt (once without a prompt when there is none). ``--attr`` overrides go
+    with every avatar job, photo or prompt.
+    """
+    sources: list[tuple[JobRequest, Path | None, str]] = []
+    if not photos:
+        for prompt in prompts:
+            request = JobRequest(
+                args.kind, prompt, args.negative_prompt, args.seed, args.preset, {}, None, output
+            )
+            if args.kind != "text_to_3d":
+                request.attributes = dict(attributes)
+            sources.append((request, None, prompt))
+        return sources
+    for photo in photos:
+        for prompt in prompts or [""]:
+            request = JobRequest(
+                "photo_avatar", prompt, "", args.seed, args.preset, dict(attributes), None, output
+            )
+            label = f"photo {photo.stem}" + (f", {prompt}" if prompt else "")
+            sources.append((request, photo, label))
+    return sources
 
 
 def _ensure_registered() -> None:
@@ -129,17 +181,7 @@ def generate_assets(args: argparse.Namespace, context=None) -> tuple[list[Genera
     )
     output = OutputOptions(resolution=args.resolution, texture_size=args.texture_size)
     attributes = parse_attributes(args.attribute)
-    sources: list[tuple[JobRequest, Path | None, str]] = []
-    for prompt in prompts:
-        request = JobRequest(
-            args.kind, prompt, args.negative_prompt, args.seed, args.preset, {}, None, output
-        )
-        if args.kind != "text_to_3d":
-            request.attributes = dict(attributes)
-        sources.append((request, None, prompt))
-    for photo in photos:
-        request = JobRequest("photo_avatar", "", "", args.seed, args.preset, dict(attributes), None, output)
-        sources.append((request, photo, f"photo {photo.stem}"))
+    sources = job_sources(args, prompts, photos, attributes, output)
     try:
         for request, _, _ in sources:
             request.validate()
@@ -187,7 +229,16 @@ def generate_assets(args: argparse.Namespace, context=None) -> tuple[list[Genera
                 continue
             asset.video = video
         assets.append(asset)
-        print(f"kiln: done {label!r} -> {obj.name} ({asset.glb.name})", flush=True)
+        # The seed the server used (it picks one unless --seed is given): --seed N makes it again.
+        print(f"kiln: done {label!r} -> {obj.name} ({asset.glb.name}, seed {item.seed})", flush=True)
+        # How an avatar job read its request (attributes.json), as the panel shows it.
+        used = [
+            f"{a.key}={a.value}" + (f" ({a.source})" if a.source else "") for a in item.made_with if a.used
+        ]
+        if used:
+            print(f"kiln:   made with {', '.join(used)}", flush=True)
+        for note in item.notes:
+            print(f"kiln:   {note.kind.replace('_', ' ')}: {note.text}", flush=True)
 
     # 4. Save everything, also after partial failure, so finished work is kept.
     if assets:

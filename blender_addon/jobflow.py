@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .client import KilnClient, KilnError
-from .protocol import GLB_ARTIFACT, Job, JobRequest
+from .protocol import ATTRIBUTES_ARTIFACT, GLB_ARTIFACT, AttributeReport, Job, JobRequest
 
 
 @dataclass
@@ -30,6 +30,8 @@ class JobUpdate:
     """A sentence for people when the flow failed or was cancelled; empty otherwise."""
     done: bool = False
     """True on the last update of the flow."""
+    report: AttributeReport | None = None
+    """How an avatar job read its request (its ``attributes.json``), when the job wrote one."""
 
     @property
     def ok(self) -> bool:
@@ -48,7 +50,7 @@ class JobSpec:
     """An existing job to follow (e.g. one saved in a .blend)."""
     out_dir: Path = Path(".")
     """Where artifacts are saved."""
-    artifacts: tuple[str, ...] = (GLB_ARTIFACT,)
+    artifacts: tuple[str, ...] = (GLB_ARTIFACT, ATTRIBUTES_ARTIFACT)
     """Artifact names to download when the job succeeds (missing optional ones are skipped)."""
     file_stem: str = "asset"
     """Downloaded files are named ``<file_stem>.<ext>`` (``asset.glb`` -> ``<stem>.glb``)."""
@@ -137,7 +139,11 @@ def run_job_flow(
                     continue
                 dest = Path(spec.out_dir) / artifact_filename(spec.file_stem, name)
                 files[name] = client.download_artifact(job.id, name, dest)
-            final = JobUpdate(job=job, files=files, done=True)
+            # Read here, off the main thread: the attributes the avatar was made with.
+            report = None
+            if ATTRIBUTES_ARTIFACT in files:
+                report = AttributeReport.from_json(files[ATTRIBUTES_ARTIFACT].read_bytes())
+            final = JobUpdate(job=job, files=files, done=True, report=report)
     except (KilnError, ValueError, OSError) as ex:
         final = JobUpdate(job=job, error=str(ex), done=True)
     on_update(final)

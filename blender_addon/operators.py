@@ -142,6 +142,26 @@ class KILN_OT_job_remove(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class KILN_OT_use_seed(bpy.types.Operator):
+    """Generate with this job's seed next time (Random Seed off), to make the same result again"""
+
+    bl_idname = "kiln.use_seed"
+    bl_label = "Use Seed"
+    bl_options = {"INTERNAL", "UNDO"}
+
+    index: IntProperty(default=-1, options={"SKIP_SAVE"})
+
+    def execute(self, context):
+        item = _job_at(context, self.index)
+        if item is None or item.seed < 0:
+            self.report({"WARNING"}, "Kiln: the server has not said this job's seed yet")
+            return {"CANCELLED"}
+        settings = context.scene.kiln
+        settings.seed, settings.use_random_seed = item.seed, False
+        self.report({"INFO"}, f"Kiln: seed {item.seed} set; Random Seed is off")
+        return {"FINISHED"}
+
+
 class KILN_OT_resume_jobs(bpy.types.Operator):
     """Follow again the jobs that were running when this file was saved or the server went away"""
 
@@ -469,6 +489,7 @@ classes = (
     KILN_OT_generate,
     KILN_OT_cancel,
     KILN_OT_job_remove,
+    KILN_OT_use_seed,
     KILN_OT_resume_jobs,
     KILN_OT_import_result,
     KILN_OT_render_turntable,

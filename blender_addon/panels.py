@@ -7,6 +7,52 @@ import bpy
 from .protocol import ACTIVE_STATES
 
 
+def attribute_text(entry) -> str:
+    """``"hair_style: bob (photo 82%)"``; a photo reading too unsure to use ends in ``"not used"``."""
+    detail = entry.source
+    if entry.confidence >= 0:
+        detail = f"{detail} {entry.confidence:.0%}".strip()
+    text = f"{entry.key}: {entry.value}"
+    if not entry.used:
+        return f"{text} ({detail}, not used: the model chose)"
+    return f"{text} ({detail})" if detail else text
+
+
+def note_lines(item) -> list[tuple[str, str]]:
+    """(text, icon) for the server's remarks: words not understood, conflicts, photo warnings."""
+    words = [n.text for n in item.notes if n.kind == "unknown_word"]
+    lines = [("Not understood: " + ", ".join(words), "QUESTION")] if words else []
+    lines += [(f"Conflict: {n.text}", "ERROR") for n in item.notes if n.kind == "conflict"]
+    lines += [(f"Photo: {n.text}", "INFO") for n in item.notes if n.kind == "warning"]
+    return lines
+
+
+def last_finished(settings):
+    """(index, entry) of the newest succeeded job, or (-1, None)."""
+    for index in range(len(settings.jobs) - 1, -1, -1):
+        if settings.jobs[index].state == "succeeded":
+            return index, settings.jobs[index]
+    return -1, None
+
+
+def draw_made_with(layout, item, index: int, attributes: bool = True) -> None:
+    """The seed the server used (with Use Seed) and, on request, the attributes the avatar was made with."""
+    row = layout.row(align=True)
+    row.label(text=f"Seed {item.seed}" if item.seed >= 0 else "Seed unknown")
+    if item.seed >= 0:
+        op = row.operator("kiln.use_seed", text="Use Seed", icon="RECOVER_LAST")
+        op.index = index
+    if not attributes:
+        return
+    if len(item.made_with):
+        col = layout.column(align=True)
+        col.label(text="Made with:")
+        for entry in item.made_with:
+            col.label(text=attribute_text(entry), icon="DOT" if entry.used else "QUESTION")
+    for text, icon in note_lines(item):
+        layout.label(text=text, icon=icon)
+
+
 class KILN_UL_jobs(bpy.types.UIList):
     def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index):
         row = layout.row(align=True)
@@ -75,6 +121,12 @@ class VIEW3D_PT_kiln(bpy.types.Panel):
         last = settings.jobs[-1] if len(settings.jobs) else None
         if last is not None and last.error:
             layout.label(text=last.error, icon="ERROR")
+        # How the newest finished job was read: its seed (to make it again) and attributes.
+        index, done = last_finished(settings)
+        if done is not None:
+            box = layout.box()
+            box.label(text=f"Last: {done.object_name or done.prompt or done.job_id[:8]}", icon="CHECKMARK")
+            draw_made_with(box, done, index)
 
 
 class VIEW3D_PT_kiln_jobs(bpy.types.Panel):
@@ -96,11 +148,14 @@ class VIEW3D_PT_kiln_jobs(bpy.types.Panel):
             return
         item = settings.jobs[settings.active_job_index]
         col = layout.column(align=True)
-        col.label(text=f"{item.kind or 'job'} {item.job_id[:8]}  seed {item.seed if item.seed >= 0 else '?'}")
+        col.label(text=f"{item.kind or 'job'} {item.job_id[:8]}")
         if item.message:
             col.label(text=item.message)
         if item.error:
             col.label(text=item.error, icon="ERROR")
+        # The main panel already shows the newest finished job's attributes.
+        shown, _ = last_finished(settings)
+        draw_made_with(layout.column(), item, settings.active_job_index, shown != settings.active_job_index)
         row = layout.row(align=True)
         row.enabled = bool(item.glb_path)
         row.operator("kiln.import_result", icon="IMPORT")

@@ -25,6 +25,23 @@ class KILN_PG_attribute(bpy.types.PropertyGroup):
     value: StringProperty(name="Value", description="Attribute value, e.g. bob")
 
 
+class KILN_PG_used_attribute(bpy.types.PropertyGroup):
+    """An attribute a finished avatar was made with (from its attributes.json), or a photo reading."""
+
+    key: StringProperty(name="Attribute")
+    value: StringProperty(name="Value")
+    source: StringProperty(name="Source", description="photo, prompt or request (an override)")
+    confidence: FloatProperty(name="Confidence", default=-1.0, description="Photo readings: 0 .. 1; -1: none")
+    used: BoolProperty(name="Used", default=True, description="False: read from the photo but too unsure")
+
+
+class KILN_PG_note(bpy.types.PropertyGroup):
+    """A remark of the server on how it read the request."""
+
+    kind: StringProperty(name="Kind", description="unknown_word, conflict or warning")
+    text: StringProperty(name="Text")
+
+
 class KILN_PG_job(bpy.types.PropertyGroup):
     """A job as remembered in the .blend, so a reopened file picks up its running jobs."""
 
@@ -44,6 +61,9 @@ class KILN_PG_job(bpy.types.PropertyGroup):
     video_path: StringProperty(name="Turntable", subtype="FILE_PATH")
     auto_import: BoolProperty(name="Import When Done", default=True)
     turntable: BoolProperty(name="Turntable When Done", default=False)
+    attributes_path: StringProperty(name="Attributes", subtype="FILE_PATH", description="attributes.json")
+    made_with: CollectionProperty(type=KILN_PG_used_attribute)
+    notes: CollectionProperty(type=KILN_PG_note)
 
     @property
     def active(self) -> bool:
@@ -62,8 +82,17 @@ class KILN_PG_settings(bpy.types.PropertyGroup):
     )
     prompt: StringProperty(name="Prompt", description="What to generate, in plain words")
     negative_prompt: StringProperty(name="Negative Prompt", description="What to steer away from")
-    use_random_seed: BoolProperty(name="Random Seed", description="Let the server pick a seed", default=False)
-    seed: IntProperty(name="Seed", description="Same seed and prompt give the same result", default=0, min=0)
+    # Random by default: pressing Generate twice gives two avatars. The seed the server picked
+    # shows on the finished job ("Use Seed" copies it here to make the same one again).
+    use_random_seed: BoolProperty(
+        name="Random Seed", description="Let the server pick a new seed for every job", default=True
+    )
+    seed: IntProperty(
+        name="Seed",
+        description="Used when Random Seed is off: same seed and prompt give the same result",
+        default=0,
+        min=0,
+    )
     preset: EnumProperty(
         name="Quality",
         items=(
@@ -128,7 +157,7 @@ class KILN_PG_settings(bpy.types.PropertyGroup):
         return request
 
 
-classes = (KILN_PG_attribute, KILN_PG_job, KILN_PG_settings)
+classes = (KILN_PG_attribute, KILN_PG_used_attribute, KILN_PG_note, KILN_PG_job, KILN_PG_settings)
 
 
 def register_properties() -> None:

@@ -208,6 +208,110 @@ class ServerInfo:
         )
 
 
+@dataclass(frozen=True)
+class UsedAttribute:
+    """One attribute an avatar was made with, and where it came from."""
+
+    name: str
+    value: str
+    source: str = ""
+    """"photo", "prompt" or "request" (the attribute override); "" when the server did not say."""
+    confidence: float | None = None
+    """How sure the photo reading was (0 .. 1); None for attributes not read from a photo."""
+
+
+@dataclass(frozen=True)
+class AttributeReport:
+    """What an avatar job's ``attributes.json`` says (docs/API.md): how the request was read.
+
+    Both avatar kinds write it: ``avatar`` with the attributes used, the prompt words not
+    understood and the conflicts; ``photo_avatar`` adds the photo's readings with confidences.
+    Parsing is tolerant: a missing or malformed part is left empty, never an error.
+    """
+
+    attributes: tuple[UsedAttribute, ...] = ()
+    """The attributes the model was conditioned on (the others varied with the seed)."""
+    unknown_words: tuple[str, ...] = ()
+    """Prompt words the parser did not understand."""
+    conflicts: tuple[str, ...] = ()
+    """Contradictions in the prompt and how they were resolved."""
+    unsure: tuple[UsedAttribute, ...] = ()
+    """Photo readings too unsure to be used (value and confidence), so the model sampled them."""
+    warnings: tuple[str, ...] = ()
+    """Remarks about the photo (small face, several faces, greyscale ...)."""
+    seed: int | None = None
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """Everything the artist should read, one line each."""
+        lines = []
+        if self.unknown_words:
+            lines.append("not understood: " + ", ".join(self.unknown_words))
+        lines += [f"conflict: {c}" for c in self.conflicts]
+        lines += [f"photo: {w}" for w in self.warnings]
+        return tuple(lines)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> AttributeReport:
+        if not isinstance(data, dict):
+            return cls()
+
+        def mapping(value: Any) -> dict[str, Any]:
+            return value if isinstance(value, dict) else {}
+
+        def strings(value: Any) -> tuple[str, ...]:
+            return tuple(str(v) for v in value) if isinstance(value, list | tuple) else ()
+
+        def confidence(reading: Any) -> float | None:
+            try:
+                return float(reading["confidence"])
+            except (KeyError, TypeError, ValueError):
+                return None
+
+        sources = mapping(data.get("sources"))
+        photo = mapping(data.get("photo"))
+        read = mapping(photo.get("read"))
+        # photo_avatar keeps the avatar job's record ("attributes": what the model got) and adds
+        # "requested" (photo + prompt + overrides merged); prefer the former, as the model saw it.
+        used = mapping(data.get("attributes")) or mapping(data.get("requested"))
+        attributes = tuple(
+            UsedAttribute(
+                str(name),
+                str(value),
+                str(sources.get(name) or ""),
+                confidence(read.get(name)) if sources.get(name) == "photo" else None,
+            )
+            for name, value in used.items()
+        )
+        unsure = tuple(
+            UsedAttribute(str(name), str(reading.get("value")), "photo", confidence(reading))
+            for name, reading in read.items()
+            if isinstance(reading, dict) and not reading.get("used", True) and name not in used
+        )
+        unknown = strings(data.get("unknown_words"))
+        conflicts = strings(data.get("conflicts"))
+        if "unknown_words" not in data and "conflicts" not in data:
+            # An older photo record only has the parser's remarks as sentences.
+            conflicts = strings(data.get("prompt_notes"))
+        seed = data.get("seed")
+        return cls(
+            attributes=attributes,
+            unknown_words=unknown,
+            conflicts=conflicts,
+            unsure=unsure,
+            warnings=strings(photo.get("warnings")),
+            seed=int(seed) if isinstance(seed, int) and not isinstance(seed, bool) else None,
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> AttributeReport:
+        """Parse the file's text; an unreadable file gives an empty report."""
+        try:
+            return cls.from_dict(json.loads(text))
+        except ValueError:
+            return cls()
+
+
 def error_detail_text(body: bytes | str | dict[str, Any] | None) -> str:
     """Turn an error body (``{"detail": ...}``) into one line a person can act on.
 

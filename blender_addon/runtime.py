@@ -7,6 +7,7 @@ only code that writes bpy data. Background Blender (``bpy.app.background``, time
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import uuid
 from pathlib import Path
@@ -17,7 +18,7 @@ from . import importer
 from .client import KilnError
 from .jobflow import JobSpec, JobThread, JobUpdate, file_stem_from_text, run_job_flow
 from .preferences import client_settings
-from .protocol import ACTIVE_STATES, GLB_ARTIFACT, JobRequest
+from .protocol import ACTIVE_STATES, ATTRIBUTES_ARTIFACT, GLB_ARTIFACT, AttributeReport, JobRequest
 
 PUMP_INTERVAL = 0.25
 _threads: dict[str, JobThread] = {}
@@ -58,6 +59,50 @@ def new_job_item(scene: bpy.types.Scene, request: JobRequest | None, label: str 
     return item
 
 
+def write_report(item, report: AttributeReport | None, path=None) -> None:
+    """Show in the entry how the server read the request: attributes used, notes (attributes.json)."""
+    item.made_with.clear()
+    item.notes.clear()
+    item.attributes_path = str(path) if path else ""
+    if report is None:
+        return
+    for used, attrs in ((True, report.attributes), (False, report.unsure)):
+        for attr in attrs:
+            entry = item.made_with.add()
+            entry.key, entry.value, entry.source, entry.used = attr.name, attr.value, attr.source, used
+            entry.confidence = -1.0 if attr.confidence is None else attr.confidence
+    for kind, texts in (
+        ("unknown_word", report.unknown_words),
+        ("conflict", report.conflicts),
+        ("warning", report.warnings),
+    ):
+        for text in texts:
+            note = item.notes.add()
+            note.kind, note.text = kind, text
+
+
+def provenance(item) -> dict:
+    """Custom properties for the imported object: where it came from, kept in the .blend.
+
+    ``kiln_job_id``, ``kiln_seed``, ``kiln_kind``; for avatars also ``kiln_attributes`` (name ->
+    value the model was conditioned on), ``kiln_attribute_sources`` (name -> photo, prompt or
+    request), ``kiln_unknown_words``, ``kiln_conflicts`` and the whole ``kiln_attributes_json``.
+    """
+    props = {"job_id": item.job_id, "seed": item.seed if item.seed >= 0 else None, "kind": item.kind}
+    used = [a for a in item.made_with if a.used]
+    if used:
+        props["attributes"] = {a.key: a.value for a in used}
+        props["attribute_sources"] = {a.key: a.source for a in used if a.source}
+    if item.made_with or item.notes:
+        props["unknown_words"] = [n.text for n in item.notes if n.kind == "unknown_word"]
+        props["conflicts"] = [n.text for n in item.notes if n.kind == "conflict"]
+    path = Path(item.attributes_path) if item.attributes_path else None
+    if path is not None and path.is_file():
+        with contextlib.suppress(OSError, UnicodeDecodeError):  # provenance is a bonus, never a failure
+            props["attributes_json"] = path.read_text(encoding="utf-8")
+    return props
+
+
 def is_running(local_id: str) -> bool:
     thread = _threads.get(local_id)
     return thread is not None and thread.alive
@@ -86,6 +131,7 @@ def apply_update(context, scene, item, update: JobUpdate) -> bpy.types.Object | 
     glb = update.files.get(GLB_ARTIFACT)
     if glb is not None:
         item.glb_path = str(glb)
+    write_report(item, update.report, update.files.get(ATTRIBUTES_ARTIFACT))
     if item.auto_import and glb is not None:
         return import_job_result(context, scene, item)
     return None
@@ -97,9 +143,8 @@ def import_job_result(context, scene, item) -> bpy.types.Object | None:
     if not item.glb_path or not path.is_file():
         item.error = "the job has no downloaded GLB yet; wait for it to finish"
         raise KilnError(item.error)
-    props = {"job_id": item.job_id, "seed": item.seed if item.seed >= 0 else None, "kind": item.kind}
     try:
-        obj = importer.import_glb(context, path, item.prompt, props, scene=scene)
+        obj = importer.import_glb(context, path, item.prompt, provenance(item), scene=scene)
     except (OSError, ValueError, RuntimeError) as ex:
         item.error = f"import failed: {ex}"
         raise KilnError(item.error) from ex

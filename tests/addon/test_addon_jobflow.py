@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -173,3 +174,42 @@ def test_thread_reports_a_malformed_job_instead_of_dying_silently(server, make_j
     assert final.done and not final.ok
     assert f"the server sent job {JOB} with a malformed field (KeyError" in final.error
     assert list(tmp_path.iterdir()) == []
+
+
+def test_attributes_json_is_downloaded_and_read_with_the_glb(server, make_job, tmp_path):
+    record = {
+        "attributes": {"hair_style": "bob", "skin_tone": "tan"},
+        "sources": {"hair_style": "prompt", "skin_tone": "photo"},
+        "photo": {"read": {"skin_tone": {"value": "tan", "confidence": 0.9, "used": True}}},
+        "unknown_words": ["flurble"],
+        "conflicts": [],
+        "seed": 42,
+    }
+    raw = json.dumps(record).encode()
+    done = make_job(
+        JOB,
+        "succeeded",
+        artifacts=[_artifact("asset.glb", len(GLB)), _artifact("attributes.json", len(raw))],
+    )
+    _serve_job(server, make_job, [done])
+    server.route("GET", f"/v1/jobs/{JOB}/artifacts/attributes.json", Reply(raw=raw))
+    spec = JobSpec(JobRequest("avatar", "a bob"), out_dir=tmp_path, file_stem="a_bob")
+    final = run_job_flow(KilnClient(server.url), spec, lambda u: None, poll_interval=0.01)
+    assert final.ok
+    assert final.files["attributes.json"] == tmp_path / "a_bob_attributes.json"
+    assert json.loads((tmp_path / "a_bob_attributes.json").read_bytes()) == record
+    report = final.report
+    assert [(a.name, a.value, a.source, a.confidence) for a in report.attributes] == [
+        ("hair_style", "bob", "prompt", None),
+        ("skin_tone", "tan", "photo", 0.9),
+    ]
+    assert report.unknown_words == ("flurble",) and report.seed == 42
+
+
+def test_a_job_without_attributes_json_has_no_report(server, make_job, tmp_path):
+    _serve_job(server, make_job, [make_job(JOB, "succeeded", artifacts=[_artifact("asset.glb", len(GLB))])])
+    final = run_job_flow(
+        KilnClient(server.url), JobSpec(JobRequest("text_to_3d", "a pot"), out_dir=tmp_path), lambda u: None
+    )
+    assert final.ok and final.report is None and list(final.files) == ["asset.glb"]
+    assert [s.path.rsplit("/", 1)[-1] for s in server.seen].count("attributes.json") == 0

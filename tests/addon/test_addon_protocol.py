@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import sys
+
 import pytest
 
-from blender_addon.protocol import Job, JobRequest, OutputOptions, ServerInfo, error_detail_text
+from blender_addon.protocol import (
+    AttributeReport,
+    Job,
+    JobRequest,
+    OutputOptions,
+    ServerInfo,
+    error_detail_text,
+)
 
 
 def test_job_parses_the_documented_object():
@@ -83,3 +93,100 @@ def test_info_defaults():
 )
 def test_error_detail_text(body, text):
     assert error_detail_text(body) == text
+
+
+# attributes.json as the avatar job writes it (core/pipelines/avatar.py, run_avatar_job step 3).
+AVATAR_RECORD = {
+    "prompt": "a woman with a red bob, blue hair and a flurble",
+    "attributes": {"hair_style": "bob", "hair_color": "blue", "glasses": "round"},
+    "sources": {"hair_style": "prompt", "hair_color": "prompt", "glasses": "request"},
+    "unspecified": ["head_shape", "jaw"],
+    "unknown_words": ["flurble"],
+    "conflicts": ["hair_color: 'red' and 'blue' both mentioned; using 'blue'"],
+    "notes": [],
+    "seed": 1234,
+    "guidance_scale": None,
+    "stats": {"vertices": 100},
+}
+
+
+def test_attribute_report_of_an_avatar_job():
+    report = AttributeReport.from_dict(AVATAR_RECORD)
+    assert [(a.name, a.value, a.source, a.confidence) for a in report.attributes] == [
+        ("hair_style", "bob", "prompt", None),
+        ("hair_color", "blue", "prompt", None),
+        ("glasses", "round", "request", None),
+    ]
+    assert report.unknown_words == ("flurble",)
+    assert report.conflicts == ("hair_color: 'red' and 'blue' both mentioned; using 'blue'",)
+    assert report.seed == 1234 and report.unsure == () and report.warnings == ()
+    assert report.notes == (
+        "not understood: flurble",
+        "conflict: hair_color: 'red' and 'blue' both mentioned; using 'blue'",
+    )
+
+
+def test_attribute_report_of_the_real_photo_job_record(tmp_path, monkeypatch):
+    # core/pipelines/photo_avatar.py's own step 3 writes the record: the photo reading and the
+    # avatar job are stand-ins (no face detector, no model), the merging and the file are real.
+    import types
+
+    import numpy as np
+
+    from core.avatar.face_attributes import PhotoReading, Reading
+    from core.avatar.prompt import parse_prompt
+    from core.pipelines import photo_avatar
+    from core.progress import Reporter
+
+    reading = PhotoReading(
+        readings={
+            "skin_tone": Reading("tan", 0.91, "cheek L*=52"),
+            "hair_color": Reading("brown", 0.8, "hair L*=30"),
+            "glasses": Reading("round", 0.3, "frame score 0.2"),
+        },
+        face_box=(1.0, 2.0, 30.0, 40.0),
+        landmarks=np.zeros((478, 2)),
+        warnings=("the face is small in the photo",),
+    )
+    monkeypatch.setattr(photo_avatar, "read_photo", lambda _photo: reading)
+
+    def run_avatar_job(params, work_dir, reporter):
+        # What run_avatar_job writes, from the attributes the photo job hands it.
+        parsed = parse_prompt(params["prompt"])
+        record = {
+            "prompt": params["prompt"],
+            "attributes": dict(params["attributes"]),
+            "sources": {k: "request" for k in params["attributes"]},
+            "unknown_words": list(parsed.unknown_words),
+            "conflicts": list(parsed.conflicts),
+            "seed": params["seed"],
+        }
+        (work_dir / "attributes.json").write_text(json.dumps(record))
+        return {"asset.glb": work_dir / "asset.glb"}
+
+    monkeypatch.setitem(
+        sys.modules, "core.pipelines.avatar", types.SimpleNamespace(run_avatar_job=run_avatar_job)
+    )
+    params = {
+        "photo_path": "face.png",
+        "prompt": "with a red cap and a zorble",
+        "attributes": {"beard": "stubble"},
+        "seed": 77,
+    }
+    artifacts = photo_avatar.run_photo_avatar_job(params, tmp_path, Reporter())
+    report = AttributeReport.from_json(artifacts["attributes.json"].read_bytes())
+    used = {a.name: (a.value, a.source, a.confidence) for a in report.attributes}
+    assert used["skin_tone"] == ("tan", "photo", 0.91)
+    assert used["hair_color"] == ("brown", "photo", 0.8)
+    assert used["headwear"] == ("cap", "prompt", None) and used["headwear_color"] == ("red", "prompt", None)
+    assert used["beard"] == ("stubble", "request", None)
+    assert "glasses" not in used  # read, but too unsure: the model chose
+    assert [(a.name, a.value, a.confidence) for a in report.unsure] == [("glasses", "round", 0.3)]
+    assert report.unknown_words == ("zorble",)
+    assert report.warnings == ("the face is small in the photo",) and report.seed == 77
+
+
+@pytest.mark.parametrize("text", [b"", b"not json", b"[1, 2]", b'{"attributes": [1], "sources": 3}'])
+def test_a_broken_attributes_file_is_an_empty_report(text):
+    report = AttributeReport.from_json(text)
+    assert report.attributes == () and report.notes == () and report.seed is None

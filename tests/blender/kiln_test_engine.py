@@ -8,11 +8,17 @@ base-colour texture is a 16 x 16 PNG whose colour comes from the seed, or for a 
 uploaded bytes arrived. A prompt holding
 ``__slow__`` reports progress for ``KILN_TEST_SLOW_S`` seconds first (default 30), so a test
 can kill the server mid-job; ``__fail__`` fails the job with a reason.
+
+A photo job, or a job with attribute overrides, also writes ``attributes.json`` in the shape the
+avatar and photo_avatar pipelines give it (the prompt read by the real prompt parser; the photo
+"read" as skin_tone=tan, sure, and glasses=round, too unsure to use), so the add-on's display
+and provenance of it run against a real server.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import time
 from pathlib import Path
@@ -90,5 +96,46 @@ def run_job(params: dict[str, Any], work_dir: Path, reporter: Reporter) -> dict[
     out = work_dir / "asset.glb"
     photo = params.get("photo_path")
     write_glb(out, int(params.get("seed") or 0), Path(photo) if photo else None)
+    artifacts = {"asset.glb": out}
+    if photo or params.get("attributes"):
+        artifacts["attributes.json"] = write_attributes(params, work_dir, bool(photo))
     reporter("done", 1.0, "finished")
-    return {"asset.glb": out}
+    return artifacts
+
+
+def write_attributes(params: dict[str, Any], work_dir: Path, photo: bool) -> Path:
+    """attributes.json as core/pipelines/avatar.py (and photo_avatar.py for photos) write it."""
+    from core.avatar.prompt import parse_prompt
+
+    parsed = parse_prompt(str(params.get("prompt") or ""))
+    merged, sources = {}, {}
+    layers = [("prompt", parsed.attributes), ("request", dict(params.get("attributes") or {}))]
+    if photo:
+        layers.insert(0, ("photo", {"skin_tone": "tan"}))
+    for source, values in layers:
+        for name, value in values.items():
+            merged[name], sources[name] = value, source
+    record: dict[str, Any] = {
+        "prompt": params.get("prompt") or "",
+        "attributes": merged,
+        "sources": sources,
+        "unknown_words": list(parsed.unknown_words),
+        "conflicts": list(parsed.conflicts),
+        "notes": [],
+        "seed": params.get("seed"),
+    }
+    if photo:
+        record["requested"] = merged
+        record["photo"] = {
+            "attributes": {"skin_tone": "tan"},
+            "read": {
+                "skin_tone": {"value": "tan", "confidence": 0.9, "used": True, "evidence": "test"},
+                "glasses": {"value": "round", "confidence": 0.3, "used": False, "evidence": "test"},
+            },
+            "not_read": [],
+            "min_confidence": 0.5,
+            "warnings": ["the face is small in the photo"],
+        }
+    path = work_dir / "attributes.json"
+    path.write_text(json.dumps(record, indent=2))
+    return path

@@ -7,6 +7,7 @@ runs once the server offers kind "avatar" and the avatar weights are shipped.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -20,6 +21,14 @@ pytestmark = requires_bpy
 
 # Opens the saved .blend and measures what the batch left in it.
 INSPECT = """
+def plain(value):
+    # Custom properties as JSON: groups -> dicts, arrays -> lists.
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if hasattr(value, "to_list"):
+        return value.to_list()
+    return list(value) if isinstance(value, (list, tuple)) else value
+
 def inspect(blend):
     bpy.ops.wm.open_mainfile(filepath=blend)
     scene = bpy.data.scenes["Scene"]
@@ -28,7 +37,8 @@ def inspect(blend):
     for obj in (coll.objects if coll else ()):
         if obj.parent is not None:
             continue
-        entry = {"name": obj.name, "type": obj.type, "props": {k: obj[k] for k in obj.keys() if k.startswith("kiln_")}}
+        entry = {"name": obj.name, "type": obj.type,
+                 "props": {k: plain(obj[k]) for k in obj.keys() if k.startswith("kiln_")}}
         meshes = [o for o in (obj, *obj.children_recursive) if o.type == "MESH"]
         entry["dims"] = [max(m.dimensions) for m in meshes]
         base = []
@@ -50,7 +60,12 @@ def inspect(blend):
     strips = [] if sed is None else list(sed.strips if hasattr(sed, "strips") else sed.sequences)
     jobs = [{"job_id": j.job_id, "state": j.state, "object": j.object_name, "video": j.video_path}
             for j in scene.kiln.jobs] if hasattr(scene, "kiln") else None
+    details = [{"seed": j.seed, "attributes_path": j.attributes_path,
+                "made_with": [[a.key, a.value, a.source, round(a.confidence, 3), a.used] for a in j.made_with],
+                "notes": [[n.kind, n.text] for n in j.notes]}
+               for j in scene.kiln.jobs] if hasattr(scene, "kiln") else None
     return {
+        "job_details": details,
         "objects": objects,
         "kiln_in_scene": coll is not None and coll.name in scene.collection.children,
         "strips": [{"type": s.type, "frames": s.frame_final_duration, "path": bpy.path.abspath(s.filepath)}
@@ -161,10 +176,18 @@ def test_avatar_from_prompt(kiln_server, tmp_path):
     data = run.data
     assert data["code"] == 0, run.stderr[-3000:]
     stem = "a_woman_with_a_red_bob_and_round_glasses"
-    assert data["files"] == [f"{stem}.glb", f"{stem}_turntable.mp4", "kiln.blend"]
+    assert data["files"] == [f"{stem}.glb", f"{stem}_attributes.json", f"{stem}_turntable.mp4", "kiln.blend"]
     [obj] = data["objects"]
     assert obj["name"] == "a woman with a red bob and round glasses"
     assert obj["props"]["kiln_kind"] == "avatar" and obj["props"]["kiln_seed"] == 3
+    # The attributes the model was conditioned on come back from attributes.json onto the object.
+    attributes = obj["props"]["kiln_attributes"]
+    assert {k: attributes.get(k) for k in ("hair_style", "hair_color", "glasses")} == {
+        "hair_style": "bob",
+        "hair_color": "red",
+        "glasses": "round",
+    }
+    assert set(obj["props"]["kiln_attribute_sources"].values()) == {"prompt"}
     # A head-sized asset (Z-up metres): between 10 cm and 3 m across.
     assert all(0.1 < d < 3.0 for d in obj["dims"])
     assert obj["base_color"] and all(b["node"] == "TEX_IMAGE" and b["packed"] for b in obj["base_color"])
@@ -275,8 +298,110 @@ def test_photo_upload_reaches_the_engine(tmp_path):
         server.stop()
     data = run.data
     assert data["code"] == 0, run.stderr[-3000:]
-    assert data["files"] == ["kiln.blend", "photo_face.glb"]
+    # The test engine writes attributes.json for photos, as the photo_avatar pipeline does.
+    assert data["files"] == ["kiln.blend", "photo_face.glb", "photo_face_attributes.json"]
     [obj] = data["objects"]
     assert obj["name"] == "photo face" and obj["props"]["kiln_kind"] == "photo_avatar"
     # Bottom-left texel (an unstriped row) is exactly the photo's colour.
     assert obj["base_color"][0]["pixel"] == [200, 40, 90]
+
+
+def test_photo_with_prompt_words_attributes_and_an_odd_file_name(tmp_path):
+    # --photo takes --prompt (what to change) and --attr overrides, as the photo_avatar job does;
+    # the file name has a quote, a line break and non-ASCII letters, which the upload encodes;
+    # attributes.json comes back and is kept on the object, and the seed the server picked shows.
+    from PIL import Image
+
+    photo = tmp_path / 'my "face"\n é.png'
+    Image.new("RGB", (32, 32), (200, 40, 90)).save(photo)
+    engines = (TEST_ENGINE, "photo_avatar=tests.blender.kiln_test_engine:run_job")
+    server = KilnServer(tmp_path / "server_data", engines=engines).start()
+    out = tmp_path / "out"
+    try:
+        argv = ["generate", "--photo", str(photo), "--prompt", "with a red cap and a zorble"]
+        argv += ["--attr", "beard=stubble", "--out", str(out), "--server", server.url]
+        run = run_bpy(_batch_script(argv), tmp_path)
+        [job] = http_json(server.url + "/v1/jobs")["jobs"]
+    finally:
+        server.stop()
+    data = run.data
+    assert data["code"] == 0, run.stderr[-3000:]
+    # The server got the prompt words, the override and the file name as sent (RFC 7578).
+    params = job["params"]
+    assert params["prompt"] == "with a red cap and a zorble"
+    assert params["attributes"] == {"beard": "stubble"}
+    assert params["photo"]["filename"] == "my %22face%22%0A é.png"
+    seed = params["seed"]  # none was given: the server picked it
+    assert f"seed {seed})" in run.stdout
+    assert "kiln:   made with skin_tone=tan (photo), headwear=cap (prompt)" in run.stdout
+    assert "kiln:   unknown word: zorble" in run.stdout
+    stem = "photo_my_face_with_a_red_cap_and_a_zorbl"  # ASCII, 40 characters
+    assert data["files"] == ["kiln.blend", f"{stem}.glb", f"{stem}_attributes.json"]
+    [obj] = data["objects"]
+    assert obj["name"] == 'photo my "face" é, with a red cap and a zorble'
+    # The photo's colour still arrives intact (the upload was not broken by the name).
+    assert obj["base_color"][0]["pixel"] == [200, 40, 90]
+    props = obj["props"]
+    assert props["kiln_seed"] == seed and props["kiln_kind"] == "photo_avatar"
+    assert props["kiln_attributes"] == {
+        "skin_tone": "tan",
+        "headwear": "cap",
+        "headwear_color": "red",
+        "beard": "stubble",
+    }
+    assert props["kiln_attribute_sources"] == {
+        "skin_tone": "photo",
+        "headwear": "prompt",
+        "headwear_color": "prompt",
+        "beard": "request",
+    }
+    assert props["kiln_unknown_words"] == ["zorble"] and props["kiln_conflicts"] == []
+    record = json.loads(props["kiln_attributes_json"])
+    assert record["photo"]["read"]["glasses"]["confidence"] == 0.3
+    # The job entry in the .blend shows the same, with the unsure reading and the photo warning.
+    [details] = data["job_details"]
+    assert details["seed"] == seed
+    assert details["attributes_path"] == str(out / f"{stem}_attributes.json")
+    assert details["made_with"] == [
+        ["skin_tone", "tan", "photo", 0.9, True],
+        ["headwear", "cap", "prompt", -1.0, True],
+        ["headwear_color", "red", "prompt", -1.0, True],
+        ["beard", "stubble", "request", -1.0, True],
+        ["glasses", "round", "photo", 0.3, False],
+    ]
+    assert details["notes"] == [["unknown_word", "zorble"], ["warning", "the face is small in the photo"]]
+
+
+def test_photos_times_prompts_and_attr_parse(tmp_path):
+    # Each photo is made once per prompt; --attr is --attribute. Checked without a server.
+    run = run_bpy(
+        """
+        import argparse
+        from pathlib import Path
+        from blender_addon import cli
+        from blender_addon.protocol import OutputOptions
+
+        def main():
+            args = cli.build_parser().parse_args(
+                ["generate", "--photo", "a.png", "--photo", "b.jpg", "--prompt", "bald", "--prompt", "with a cap",
+                 "--attr", "beard=full", "--attribute", "glasses=round", "--seed", "4", "--out", "o"])
+            sources = cli.job_sources(args, cli.read_prompts(args), [Path(p) for p in args.photo],
+                                      cli.parse_attributes(args.attribute), OutputOptions())
+            only_prompts = cli.build_parser().parse_args(["generate", "--prompt", "a man", "--out", "o"])
+            prompt_sources = cli.job_sources(only_prompts, ["a man"], [], {}, OutputOptions())
+            return {
+                "photo_jobs": [[r.kind, r.prompt, r.attributes, r.seed, str(p), label] for r, p, label in sources],
+                "prompt_jobs": [[r.kind, r.prompt, r.seed, p, label] for r, p, label in prompt_sources],
+            }
+        """,
+        tmp_path,
+    )
+    overrides = {"beard": "full", "glasses": "round"}
+    assert run.data["photo_jobs"] == [
+        ["photo_avatar", "bald", overrides, 4, "a.png", "photo a, bald"],
+        ["photo_avatar", "with a cap", overrides, 4, "a.png", "photo a, with a cap"],
+        ["photo_avatar", "bald", overrides, 4, "b.jpg", "photo b, bald"],
+        ["photo_avatar", "with a cap", overrides, 4, "b.jpg", "photo b, with a cap"],
+    ]
+    # Without --photo a prompt is a job of its own, and the seed is left to the server.
+    assert run.data["prompt_jobs"] == [["avatar", "a man", None, None, "a man"]]

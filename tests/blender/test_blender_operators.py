@@ -310,3 +310,45 @@ def main():
     assert d["followed_after_open"] == 1
     assert d["same_job"] and d["reopened_item"]["state"] == "succeeded"
     assert d["reopened_item"]["object_name"] == "a slow box __slow__.001"  # the first one is in the file
+
+
+def test_generate_twice_gives_two_seeds_and_use_seed_makes_the_first_again(
+    extension_zip, kiln_server, tmp_path
+):
+    # Default panel settings: Random Seed is on, so pressing Generate twice gives two different
+    # results; the seed the server picked shows on each job, and Use Seed repeats one exactly.
+    run = run_bpy(
+        PRELUDE
+        + f"""
+def texel(item):
+    obj = bpy.data.objects[item.object_name]
+    image = obj.active_material.node_tree.nodes["Image Texture"].image
+    return [round(v * 255) for v in image.pixels[:3]]
+
+def main():
+    prefs, runtime = install({str(extension_zip)!r}, {kiln_server.url!r}, {str(tmp_path / "outputs")!r})
+    s = bpy.context.scene.kiln
+    s.prompt, s.custom_kind, s.resolution, s.texture_size = "a box", "kiln_test_box", 64, "256"
+    runs = []
+    for _ in range(2):
+        runs.append(sorted(bpy.ops.kiln.generate("INVOKE_DEFAULT")))
+    first, second = s.jobs[0], s.jobs[1]
+    facts = {{"runs": runs, "random": s.use_random_seed,
+              "seeds": [first.seed, second.seed], "props": [bpy.data.objects[j.object_name]["kiln_seed"] for j in s.jobs[:2]],
+              "texels": [texel(first), texel(second)]}}
+    facts["use_seed"] = sorted(bpy.ops.kiln.use_seed(index=0))
+    facts["third"] = sorted(bpy.ops.kiln.generate("INVOKE_DEFAULT"))
+    facts["third_seed"], facts["third_texel"] = s.jobs[2].seed, texel(s.jobs[2])
+    return facts
+""",
+        tmp_path,
+    )
+    d = run.data
+    assert d["runs"] == [["FINISHED"], ["FINISHED"]] and d["random"] is True
+    first, second = d["seeds"]
+    assert first >= 0 and second >= 0 and first != second
+    assert d["props"] == d["seeds"]
+    # The test engine colours its box from the seed: two seeds, two colours.
+    assert d["texels"][0] != d["texels"][1]
+    assert d["use_seed"] == ["FINISHED"] and d["third"] == ["FINISHED"]
+    assert d["third_seed"] == first and d["third_texel"] == d["texels"][0]

@@ -462,3 +462,32 @@ def test_turntable_when_done_starts_from_the_pump(tmp_path):
     assert d["again"] is None and d["strips"] == [["MOVIE", 3]]
     assert d["prop"] == str(tmp_path / "out" / "red_cube_turntable.mp4")
     assert d["shown"] == [["INFO", f"Kiln: turntable saved to {d['prop']}"]]
+
+
+def test_the_seed_is_random_by_default_and_use_seed_makes_one_again(tmp_path):
+    run = run_bpy(
+        """
+        from blender_addon import register, unregister, runtime
+
+        def main():
+            register()
+            s = bpy.context.scene.kiln
+            s.prompt = "a man"
+            fresh = [s.use_random_seed, s.to_request().seed, "seed" in s.to_request().to_dict()]
+            # The server picked 123456 for a finished job: Use Seed makes the next job repeat it.
+            item = runtime.new_job_item(bpy.context.scene, s.to_request(), "a man")
+            unknown = [item.seed, sorted(bpy.ops.kiln.use_seed(index=0)), s.use_random_seed]
+            item.seed, item.state = 123456, "succeeded"
+            used = sorted(bpy.ops.kiln.use_seed(index=0))
+            again = [s.use_random_seed, s.seed, s.to_request().seed]
+            unregister()
+            return {"fresh": fresh, "unknown": unknown, "used": used, "again": again}
+        """,
+        tmp_path,
+    )
+    d = run.data
+    # Generate twice with the defaults: no seed is sent, so the server picks a new one each time.
+    assert d["fresh"] == [True, None, False]
+    # Not known until the server answers: Use Seed leaves the panel as it was.
+    assert d["unknown"] == [-1, ["CANCELLED"], True]
+    assert d["used"] == ["FINISHED"] and d["again"] == [False, 123456, 123456]

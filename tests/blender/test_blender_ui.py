@@ -20,7 +20,7 @@ def test_draw_code_names_only_real_properties_and_operators(tmp_path):
             pass
 
         problems = Problems()
-        seen = {"props": set(), "ops": set(), "progress": []}
+        seen = {"props": set(), "ops": set(), "progress": [], "labels": []}
 
         class OpProps:
             def __init__(self, idname):
@@ -51,6 +51,7 @@ def test_draw_code_names_only_real_properties_and_operators(tmp_path):
             def label(self, text="", icon="NONE", **kw):
                 if not isinstance(text, str):
                     problems.append(f"label text {text!r}")
+                seen["labels"].append(text)
             def progress(self, factor=0.0, type="BAR", text=""):
                 seen["progress"].append((round(factor, 2), text))
             def template_list(self, listtype, list_id, data, propname, active_data, active_propname, **kw):
@@ -72,6 +73,20 @@ def test_draw_code_names_only_real_properties_and_operators(tmp_path):
             for state, progress, error in (("running", 0.42, ""), ("failed", 0.0, "boom"), ("succeeded", 1.0, "")):
                 job = s.jobs.add()
                 job.state, job.progress, job.error, job.prompt, job.stage = state, progress, error, "p", "sample"
+            # The finished one was an avatar from a photo: how it was read (attributes.json).
+            from blender_addon import runtime
+            from blender_addon.protocol import AttributeReport
+            done = s.jobs[-1]
+            done.seed, done.object_name = 987654, "photo me"
+            runtime.write_report(done, AttributeReport.from_dict({
+                "attributes": {"skin_tone": "tan", "headwear": "cap"},
+                "sources": {"skin_tone": "photo", "headwear": "prompt"},
+                "photo": {"read": {"skin_tone": {"value": "tan", "confidence": 0.91, "used": True},
+                                   "glasses": {"value": "round", "confidence": 0.3, "used": False}},
+                          "warnings": ["the face is small in the photo"]},
+                "unknown_words": ["zorble", "blip"],
+                "conflicts": ["hair_color: 'red' and 'blue' both mentioned; using 'blue'"]}))
+            s.active_job_index = 0  # a running job selected: the finished one shows in the main panel
             for mode in ("OBJECT", "AVATAR", "PHOTO"):
                 s.mode = seen["mode"] = mode
                 for panel in ("VIEW3D_PT_kiln", "VIEW3D_PT_kiln_jobs", "VIEW3D_PT_kiln_turntable"):
@@ -87,7 +102,7 @@ def test_draw_code_names_only_real_properties_and_operators(tmp_path):
             prefs.draw(fake, ctx)
             unregister()
             return {"problems": problems, "props": sorted(seen["props"]), "ops": sorted(seen["ops"]),
-                    "progress": seen["progress"], "by_mode": {m: seen["by_mode"][m] for m in ("OBJECT", "AVATAR", "PHOTO")}}
+                    "progress": seen["progress"], "labels": seen["labels"], "by_mode": {m: seen["by_mode"][m] for m in ("OBJECT", "AVATAR", "PHOTO")}}
         """,
         tmp_path,
     )
@@ -104,6 +119,7 @@ def test_draw_code_names_only_real_properties_and_operators(tmp_path):
         "kiln.job_remove",
         "kiln.render_turntable",
         "kiln.resume_jobs",
+        "kiln.use_seed",
     ]
     # Every setting of the issue is on the panel.
     for name in (
@@ -133,3 +149,22 @@ def test_draw_code_names_only_real_properties_and_operators(tmp_path):
     assert "photo_path" in d["by_mode"]["PHOTO"] and "photo_path" not in d["by_mode"]["AVATAR"]
     # Only the running job draws a progress bar, with its stage and percentage.
     assert d["progress"] == [[0.42, "sample 42%"]]
+
+    # The newest finished job shows how it was made: the seed the server used (with Use Seed),
+    # the attributes with where each came from, the unsure reading, the words not understood,
+    # the conflict and the photo warning. Once per draw of the main panel (three modes).
+    made_with = [
+        "Last: photo me",
+        "Seed 987654",
+        "Made with:",
+        "skin_tone: tan (photo 91%)",
+        "headwear: cap (prompt)",
+        "glasses: round (photo 30%, not used: the model chose)",
+        "Not understood: zorble, blip",
+        "Conflict: hair_color: 'red' and 'blue' both mentioned; using 'blue'",
+        "Photo: the face is small in the photo",
+    ]
+    labels = d["labels"]
+    start = labels.index("Last: photo me")
+    assert labels[start : start + len(made_with)] == made_with
+    assert labels.count("Last: photo me") == 3
