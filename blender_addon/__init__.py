@@ -25,8 +25,10 @@ def register():
         bpy.utils.register_class(cls)
     _registered = classes
     properties.register_properties()
-    if runtime.on_load_post not in bpy.app.handlers.load_post:
-        bpy.app.handlers.load_post.append(runtime.on_load_post)
+    for name, handler in runtime.HANDLERS:
+        handlers = getattr(bpy.app.handlers, name)
+        if handler not in handlers:
+            handlers.append(handler)
     _cli_handle = bpy.utils.register_cli_command("kiln", cli.cli_command)
 
 
@@ -39,8 +41,10 @@ def unregister():
     if _cli_handle is not None:
         bpy.utils.unregister_cli_command(_cli_handle)
         _cli_handle = None
-    if runtime.on_load_post in bpy.app.handlers.load_post:
-        bpy.app.handlers.load_post.remove(runtime.on_load_post)
+    for name, handler in runtime.HANDLERS:
+        handlers = getattr(bpy.app.handlers, name)
+        if handler in handlers:
+            handlers.remove(handler)
     runtime.shutdown()
     operators.unregister_runtime()
     properties.unregister_properties()

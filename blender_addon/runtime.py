@@ -17,11 +17,14 @@ import bpy
 from . import importer
 from .client import KilnError
 from .jobflow import JobSpec, JobThread, JobUpdate, file_stem_from_text, run_job_flow
+from .jobregistry import Fields, JobRegistry
 from .preferences import client_settings
 from .protocol import ACTIVE_STATES, ATTRIBUTES_ARTIFACT, GLB_ARTIFACT, AttributeReport, JobRequest
 
 PUMP_INTERVAL = 0.25
 _threads: dict[str, JobThread] = {}
+_registry = JobRegistry()
+"""Every job entry followed in this session, outside bpy data: undo cannot take it away."""
 
 
 def ui_is_live() -> bool:
@@ -45,6 +48,55 @@ def find_job(local_id: str):
     return None, None
 
 
+def item_fields(item) -> Fields:
+    """A job entry as plain data (every property; collections as lists of dicts), for the registry."""
+    out: Fields = {}
+    for prop in item.bl_rna.properties:
+        if prop.type == "COLLECTION":  # read-only in RNA, yet filled by add()
+            out[prop.identifier] = [item_fields(e) for e in getattr(item, prop.identifier)]
+        elif not prop.is_readonly and prop.type != "POINTER":
+            out[prop.identifier] = getattr(item, prop.identifier)
+    return out
+
+
+def job_lists() -> dict[str, object]:
+    """Scene name -> its job list, for every scene."""
+    return {s.name: s.kiln.jobs for s in bpy.data.scenes if getattr(s, "kiln", None) is not None}
+
+
+def track(scene, item) -> None:
+    """Remember the entry in the registry, so an undo that drops or rolls it back is repaired."""
+    _registry.remember(scene.name, item_fields(item))
+
+
+def untrack(local_id: str) -> None:
+    _registry.forget(local_id)
+
+
+def refresh_tracked() -> None:
+    """Copy the current state of every tracked entry into the registry (before an undo, each tick)."""
+    _registry.refresh(job_lists(), item_fields)
+
+
+def reconcile_tracked(missing_only: bool = False):
+    """Put back tracked entries an undo removed (and, unless ``missing_only``, rolled back).
+
+    An entry brought back may name an object the same undo removed; that name is cleared so
+    Import Result brings the asset in again. Returns the registry's `Reconciled`.
+    """
+    result = _registry.reconcile(job_lists(), missing_only=missing_only)
+    for local_id in result.dropped:
+        forget_thread(local_id)
+    for local_id in result.restored + result.rolled_forward:
+        scene, item = find_job(local_id)
+        if item is None:
+            continue
+        if item.object_name and item.object_name not in bpy.data.objects:
+            item.object_name = ""
+        track(scene, item)
+    return result
+
+
 def new_job_item(scene: bpy.types.Scene, request: JobRequest | None, label: str = ""):
     """Add an entry to the scene's job list (saved in the .blend) and make it active."""
     jobs = scene.kiln.jobs
@@ -56,6 +108,7 @@ def new_job_item(scene: bpy.types.Scene, request: JobRequest | None, label: str 
         item.prompt = label or request.prompt
         item.seed = request.seed if request.seed is not None else -1
     scene.kiln.active_job_index = len(jobs) - 1
+    track(scene, item)
     return item
 
 
@@ -194,6 +247,9 @@ def start_thread(context, item, spec: JobSpec) -> None:
     settings = client_settings(context)
     client = settings.client()
     _threads[item.local_id] = JobThread(client, spec, poll_interval=settings.poll_interval).start()
+    scene, _ = find_job(item.local_id)
+    if scene is not None:
+        track(scene, item)
     ensure_pump()
 
 
@@ -207,11 +263,16 @@ def cancel(item) -> bool:
     return True
 
 
-def forget(item) -> None:
-    """Stop following the item's job here (it keeps running on the server)."""
-    thread = _threads.pop(item.local_id, None)
+def forget_thread(local_id: str) -> None:
+    thread = _threads.pop(local_id, None)
     if thread is not None:
         thread.detach()
+
+
+def forget(item) -> None:
+    """Stop following the item's job here (it keeps running on the server); the artist removed it."""
+    forget_thread(item.local_id)
+    untrack(item.local_id)
 
 
 def ensure_pump() -> None:
@@ -237,6 +298,8 @@ def _redraw() -> None:
 
 def _pump() -> float | None:
     """Timer: drain every worker's updates onto the main thread's bpy data."""
+    # An undo since the last tick may have dropped entries of running jobs: put them back first.
+    reconcile_tracked(missing_only=True)
     for local_id, thread in list(_threads.items()):
         # Read `alive` before draining: a worker that puts its final update and ends between
         # the drain and a later check would otherwise lose that update (the job would never
@@ -245,7 +308,7 @@ def _pump() -> float | None:
         updates = thread.drain()
         scene, item = find_job(local_id)
         if item is None:
-            # The entry was removed or the file closed; stop following the job.
+            # The artist removed the entry, or the file was closed; stop following the job.
             thread.detach()
             _threads.pop(local_id, None)
             continue
@@ -266,8 +329,11 @@ def _pump() -> float | None:
                     notify(f"Kiln: imported {obj.name}", "INFO")
                     if item.turntable:
                         _start_turntable_after(obj)
+        if local_id not in _registry:  # followed since before another file was loaded
+            track(scene, item)
         if not alive:
             _threads.pop(local_id, None)
+    refresh_tracked()
     _redraw()
     return PUMP_INTERVAL if _threads else None
 
@@ -329,10 +395,41 @@ def on_load_post(*_args) -> None:
         print(f"kiln: could not resume jobs: {ex}", file=sys.stderr)
 
 
+@bpy.app.handlers.persistent
+def on_load_pre(*_args) -> None:
+    """Another file replaces this one: its entries are no longer ours to put back."""
+    _registry.clear()
+
+
+@bpy.app.handlers.persistent
+def on_undo_pre(*_args) -> None:
+    """Before an undo or redo: note the entries as they are now (the state to keep)."""
+    refresh_tracked()
+
+
+@bpy.app.handlers.persistent
+def on_undo_post(*_args) -> None:
+    """After an undo or redo: put back the job entries it dropped or rolled back."""
+    if reconcile_tracked().changed:
+        _redraw()
+
+
+HANDLERS = (
+    ("load_pre", on_load_pre),
+    ("load_post", on_load_post),
+    ("undo_pre", on_undo_pre),
+    ("undo_post", on_undo_post),
+    ("redo_pre", on_undo_pre),
+    ("redo_post", on_undo_post),
+)
+"""(bpy.app.handlers list, function) pairs that register() adds and unregister() removes."""
+
+
 def shutdown() -> None:
     """Stop following jobs (they keep running on the server) and remove the timer."""
     for thread in _threads.values():
         thread.detach()
     _threads.clear()
+    _registry.clear()
     if bpy.app.timers.is_registered(_pump):
         bpy.app.timers.unregister(_pump)

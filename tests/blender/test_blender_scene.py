@@ -464,6 +464,94 @@ def test_turntable_when_done_starts_from_the_pump(tmp_path):
     assert d["shown"] == [["INFO", f"Kiln: turntable saved to {d['prop']}"]]
 
 
+def test_undo_cannot_drop_or_roll_back_a_job_entry(tmp_path):
+    # Blender's undo puts bpy data back to the last undo step; entries written since (Generate
+    # pushes no step, nor does the timer) vanish or go back to an older state. Undo cannot run
+    # in the bpy module, so each test step does to Scene.kiln.jobs what an undo would, then
+    # calls the handlers Blender calls around an undo (and the timer), which must repair it.
+    run = run_bpy(
+        """
+        from blender_addon import register, unregister, runtime
+        from blender_addon.protocol import AttributeReport, JobRequest
+
+        class Thread:  # a worker that is still following its job
+            alive, detached = True, False
+            def drain(self):
+                return []
+            def detach(self):
+                self.detached = True
+
+        def facts(item):
+            return [item.job_id, item.state, item.glb_path, item.object_name,
+                    [[a.key, a.value, a.source] for a in item.made_with], [n.text for n in item.notes]]
+
+        def main():
+            register()
+            out = {"handlers": [runtime.on_undo_post in bpy.app.handlers.undo_post,
+                                runtime.on_undo_pre in bpy.app.handlers.redo_pre]}
+            scene = bpy.context.scene
+            jobs = scene.kiln.jobs
+            # 1. Submitted from the UI: the entry exists only since Generate (no undo step).
+            item = runtime.new_job_item(scene, JobRequest("avatar", "a man"), "a man")
+            local_id = item.local_id
+            item.job_id, item.state = "J1", "running"
+            runtime.on_undo_pre()
+            jobs.remove(0)  # the undo
+            runtime.on_undo_post()
+            out["restored"] = [len(jobs), jobs[0].local_id == local_id, facts(jobs[0])]
+            # 2. Finished and imported by the timer, then an undo to a step where it was still running
+            #    and the object did not exist: the entry keeps its result; the missing object's name goes.
+            item = jobs[0]
+            item.state, item.glb_path, item.object_name = "succeeded", "/out/a_man.glb", "a man"
+            report = AttributeReport.from_dict({"attributes": {"beard": "full"}, "sources": {"beard": "prompt"},
+                                                "unknown_words": ["zorble"]})
+            runtime.write_report(item, report)
+            runtime.on_undo_pre()
+            item.state, item.glb_path, item.object_name = "running", "", ""
+            item.made_with.clear()
+            item.notes.clear()
+            runtime.on_undo_post()
+            out["rolled_forward"] = facts(jobs[0])
+            # 3. The timer alone (no handler ran): a running job's entry that vanished comes back,
+            #    and its worker is still followed.
+            runtime._threads[local_id] = thread = Thread()
+            jobs.remove(0)
+            runtime._pump()
+            out["pump"] = [len(jobs), jobs[0].local_id == local_id, thread.detached, local_id in runtime._threads]
+            runtime._threads.clear()
+            # 4. Remove Job is the artist's choice: an undo/redo afterwards leaves it removed.
+            runtime.on_undo_pre()
+            out["remove_op"] = sorted(bpy.ops.kiln.job_remove(index=0))
+            runtime.on_undo_post()
+            out["after_remove"] = [len(jobs), local_id in runtime._registry]
+            # 5. Another file: its scene is not ours to put entries back into.
+            runtime.new_job_item(scene, JobRequest("avatar", "a woman"))
+            out["before_load"] = len(runtime._registry)
+            bpy.ops.wm.read_homefile(use_empty=True)
+            out["after_load"] = [len(runtime._registry), len(bpy.context.scene.kiln.jobs)]
+            unregister()
+            out["handlers_after"] = runtime.on_undo_post in bpy.app.handlers.undo_post
+            return out
+        """,
+        tmp_path,
+    )
+    d = run.data
+    assert d["handlers"] == [True, True] and d["handlers_after"] is False
+    assert d["restored"] == [1, True, ["J1", "running", "", "", [], []]]
+    # The object "a man" was removed by the same undo, so Import Result brings it in again.
+    assert d["rolled_forward"] == [
+        "J1",
+        "succeeded",
+        "/out/a_man.glb",
+        "",
+        [["beard", "full", "prompt"]],
+        ["zorble"],
+    ]
+    assert d["pump"] == [1, True, False, True]
+    assert d["remove_op"] == ["FINISHED"] and d["after_remove"] == [0, False]
+    assert d["before_load"] == 1 and d["after_load"] == [0, 0]
+
+
 def test_the_seed_is_random_by_default_and_use_seed_makes_one_again(tmp_path):
     run = run_bpy(
         """
