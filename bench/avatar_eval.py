@@ -289,11 +289,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from core.avatar.model import DEFAULT_GUIDANCE
     from core.avatar.prompt import parse_prompt
 
-    scale = DEFAULT_GUIDANCE if args.guidance is None else args.guidance
     model = AvatarModel.load(args.weights)
+    scale = model.default_guidance if args.guidance is None else args.guidance
     rng = np.random.default_rng(0)
     report: dict = {"n": args.n, "guidance_scale": scale, "ddim_steps": args.steps}
     t_all = time.perf_counter()

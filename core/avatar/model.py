@@ -30,9 +30,10 @@ MAX_BATCH = 64
 """Largest number of avatars one ``generate`` call makes (memory grows linearly with it)."""
 
 DEFAULT_GUIDANCE = 4.0
-"""Classifier-free guidance scale used when a request gives none. On the shipped model, 4 reads
-attributes back better than 2 (clothing colour 0.69 vs 0.56, hair style 0.19 vs 0.06) at the
-same geometry (MMD 4.86 vs 4.88 cm^2); 6 adds nothing (bench/avatar_eval.py)."""
+"""Classifier-free guidance scale of a model whose model.json names none (the first shipped
+model: 4 read attributes back better than 2 there). A model records its own in
+``model.json`` ("default_guidance"); ``AvatarModel.default_guidance`` is what requests
+without a scale get."""
 
 DEFAULT_SMOOTH = 0.5
 """Gaussian sigma (texels) applied to sampled planes' deviation from the mean. Fitted planes are
@@ -117,6 +118,11 @@ class AvatarModel:
         return cls(decoder.eval(), unet.eval(), norm, meta)
 
     @property
+    def default_guidance(self) -> float:
+        """The guidance scale this model samples best with (``model.json``), else DEFAULT_GUIDANCE."""
+        return float(self.meta.get("default_guidance", DEFAULT_GUIDANCE))
+
+    @property
     def plane_shape(self) -> tuple[int, int, int, int]:
         c = self.decoder.cfg
         return (3, c.channels, c.resolution, c.resolution)
@@ -137,7 +143,7 @@ class AvatarModel:
         attributes: Mapping[str, str] | AvatarAttributes | None = None,
         seed: int = 0,
         n: int = 1,
-        guidance_scale: float = DEFAULT_GUIDANCE,
+        guidance_scale: float | None = None,
         steps: int = 25,
         callback: Callable[[int, int], None] | None = None,
         smooth: float = DEFAULT_SMOOTH,
@@ -148,7 +154,7 @@ class AvatarModel:
             attributes: attribute -> value; unspecified attributes vary with the seed.
             seed: the same seed and inputs give the same planes.
             n: number of avatars, 1 .. MAX_BATCH.
-            guidance_scale: classifier-free guidance, 1 .. 10.
+            guidance_scale: classifier-free guidance, 1 .. 10 (None = ``default_guidance``).
             steps: DDIM steps, 1 .. 200.
             callback: called with (step, steps) after every DDIM step.
             smooth: Gaussian sigma in texels for the sampled deviation from the mean (0 = none).
@@ -161,6 +167,8 @@ class AvatarModel:
             raise ValueError(
                 f"n must be between 1 and {MAX_BATCH} avatars per call, got {n}; split larger batches"
             )
+        if guidance_scale is None:
+            guidance_scale = self.default_guidance
         if not 1.0 <= float(guidance_scale) <= 10.0:
             raise ValueError(f"guidance_scale must be between 1 and 10, got {guidance_scale}")
         if not 1 <= int(steps) <= 200:

@@ -415,7 +415,9 @@ def config_from_dict(d: dict[str, Any]) -> TrainConfig:
     )
 
 
-def export(cfg: TrainConfig, work: Path, out: Path, name: str = "model") -> Path:
+def export(
+    cfg: TrainConfig, work: Path, out: Path, name: str = "model", default_guidance: float | None = None
+) -> Path:
     """Write ``out/{name}.safetensors`` + ``out/{name}.json`` from a finished (or partial) run.
 
     The shapes come from the run's own ``config.json`` when present, so a run exports correctly
@@ -442,6 +444,7 @@ def export(cfg: TrainConfig, work: Path, out: Path, name: str = "model") -> Path
         "triplane": asdict(cfg.triplane),
         "diffusion": asdict(cfg.diffusion),
         "attributes": list(ATTRIBUTE_NAMES),
+        **({} if default_guidance is None else {"default_guidance": float(default_guidance)}),
         "training": {
             "n_avatars": cfg.n_avatars,
             "decoder_avatars": cfg.decoder_avatars,
@@ -500,6 +503,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--diffusion-steps", type=int, default=None, help="override the diffusion step count")
     ap.add_argument("--n-avatars", type=int, default=None, help="override the training set size")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "weights", help="export folder")
+    ap.add_argument(
+        "--guidance", type=float, default=None, help="export: the guidance scale requests get by default"
+    )
     args = ap.parse_args(argv)
     cfg = preset(args.config)
     if args.n_avatars is not None:
@@ -511,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
     if args.stage == "export":
-        log(f"exported {export(cfg, args.work, args.out)}")
+        log(f"exported {export(cfg, args.work, args.out, default_guidance=args.guidance)}")
         return 0
     _stop_on_sigterm()
     return 0 if run(args.stage, cfg, args.work, args.max_minutes, log) else 3

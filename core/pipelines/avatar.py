@@ -97,7 +97,7 @@ def avatar(
     one unless ``model`` is given); 3. sample tri-planes with DDIM (progress stage "sample"),
     unless ``planes`` from an earlier identical request are given.
     """
-    from core.avatar.model import DEFAULT_GUIDANCE, ModelError, default_model
+    from core.avatar.model import ModelError, default_model
 
     reporter = reporter or Reporter()
     # 1. Attributes.
@@ -109,7 +109,7 @@ def avatar(
         except ModelError as e:
             raise JobError(str(e)) from e
     # 3. Sample.
-    scale = DEFAULT_GUIDANCE if request.guidance_scale is None else float(request.guidance_scale)
+    scale = model.default_guidance if request.guidance_scale is None else float(request.guidance_scale)
     reporter("sample", 0.0, "sampling tri-planes")
 
     def on_step(i: int, total: int) -> None:
