@@ -280,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--points", type=int, default=1024, help="surface points per avatar")
     ap.add_argument("--guidance", type=float, default=None)
     ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument(
+        "--smooth", type=float, default=None, help="blur of sampled planes (default: the model's)"
+    )
     ap.add_argument("--speed-batch", type=int, default=16, help="batch size of the batch timing (0 = skip)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is faster on a busy CPU)")
     ap.add_argument(
@@ -295,8 +298,15 @@ def main(argv: list[str] | None = None) -> int:
 
     model = AvatarModel.load(args.weights)
     scale = model.default_guidance if args.guidance is None else args.guidance
+    if args.smooth is not None:
+        model.meta["default_smooth"] = args.smooth
     rng = np.random.default_rng(0)
-    report: dict = {"n": args.n, "guidance_scale": scale, "ddim_steps": args.steps}
+    report: dict = {
+        "n": args.n,
+        "guidance_scale": scale,
+        "ddim_steps": args.steps,
+        "smooth": model.default_smooth,
+    }
     t_all = time.perf_counter()
 
     def cached(name: str, make):  # engine-side arrays do not depend on the model

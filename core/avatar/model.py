@@ -123,6 +123,11 @@ class AvatarModel:
         return float(self.meta.get("default_guidance", DEFAULT_GUIDANCE))
 
     @property
+    def default_smooth(self) -> float:
+        """The blur of sampled planes this model was evaluated with (``model.json``), else DEFAULT_SMOOTH."""
+        return float(self.meta.get("default_smooth", DEFAULT_SMOOTH))
+
+    @property
     def plane_shape(self) -> tuple[int, int, int, int]:
         c = self.decoder.cfg
         return (3, c.channels, c.resolution, c.resolution)
@@ -146,7 +151,7 @@ class AvatarModel:
         guidance_scale: float | None = None,
         steps: int = 25,
         callback: Callable[[int, int], None] | None = None,
-        smooth: float = DEFAULT_SMOOTH,
+        smooth: float | None = None,
     ) -> torch.Tensor:
         """Sample tri-planes for (possibly partial) attributes.
 
@@ -157,7 +162,8 @@ class AvatarModel:
             guidance_scale: classifier-free guidance, 1 .. 10 (None = ``default_guidance``).
             steps: DDIM steps, 1 .. 200.
             callback: called with (step, steps) after every DDIM step.
-            smooth: Gaussian sigma in texels for the sampled deviation from the mean (0 = none).
+            smooth: Gaussian sigma in texels for the sampled deviation from the centre (0 = none,
+                None = the model's ``default_smooth``).
 
         Returns:
             (n, 3, C, R, R) planes for ``field``.
@@ -169,6 +175,8 @@ class AvatarModel:
             )
         if guidance_scale is None:
             guidance_scale = self.default_guidance
+        if smooth is None:
+            smooth = self.default_smooth
         if not 1.0 <= float(guidance_scale) <= 10.0:
             raise ValueError(f"guidance_scale must be between 1 and 10, got {guidance_scale}")
         if not 1 <= int(steps) <= 200:

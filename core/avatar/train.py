@@ -416,7 +416,12 @@ def config_from_dict(d: dict[str, Any]) -> TrainConfig:
 
 
 def export(
-    cfg: TrainConfig, work: Path, out: Path, name: str = "model", default_guidance: float | None = None
+    cfg: TrainConfig,
+    work: Path,
+    out: Path,
+    name: str = "model",
+    default_guidance: float | None = None,
+    default_smooth: float | None = None,
 ) -> Path:
     """Write ``out/{name}.safetensors`` + ``out/{name}.json`` from a finished (or partial) run.
 
@@ -445,6 +450,7 @@ def export(
         "diffusion": asdict(cfg.diffusion),
         "attributes": list(ATTRIBUTE_NAMES),
         **({} if default_guidance is None else {"default_guidance": float(default_guidance)}),
+        **({} if default_smooth is None else {"default_smooth": float(default_smooth)}),
         "training": {
             "n_avatars": cfg.n_avatars,
             "decoder_avatars": cfg.decoder_avatars,
@@ -506,6 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--guidance", type=float, default=None, help="export: the guidance scale requests get by default"
     )
+    ap.add_argument("--smooth", type=float, default=None, help="export: the default blur of sampled planes")
     args = ap.parse_args(argv)
     cfg = preset(args.config)
     if args.n_avatars is not None:
@@ -517,7 +524,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
     if args.stage == "export":
-        log(f"exported {export(cfg, args.work, args.out, default_guidance=args.guidance)}")
+        log(
+            f"exported {export(cfg, args.work, args.out, default_guidance=args.guidance, default_smooth=args.smooth)}"
+        )
         return 0
     _stop_on_sigterm()
     return 0 if run(args.stage, cfg, args.work, args.max_minutes, log) else 3
