@@ -230,7 +230,8 @@ class AttributeReport:
     """
 
     attributes: tuple[UsedAttribute, ...] = ()
-    """The attributes the model was conditioned on (the others varied with the seed)."""
+    """The attributes the model was conditioned on: asked for (prompt, photo, request) or, where
+    the model draws what was left open, chosen by the seed (source "seed")."""
     unknown_words: tuple[str, ...] = ()
     """Prompt words the parser did not understand."""
     conflicts: tuple[str, ...] = ()
@@ -282,6 +283,12 @@ class AttributeReport:
                 confidence(read.get(name)) if sources.get(name) == "photo" else None,
             )
             for name, value in used.items()
+        )
+        # Attributes the prompt left open that the model drew for this seed (source "seed").
+        attributes += tuple(
+            UsedAttribute(str(name), str(value), "seed", None)
+            for name, value in mapping(data.get("drawn")).items()
+            if name not in used
         )
         unsure = tuple(
             UsedAttribute(str(name), str(reading.get("value")), "photo", confidence(reading))

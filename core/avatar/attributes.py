@@ -104,6 +104,20 @@ def _draw(rng: np.random.Generator, name: str, weights: dict[str, float] | None 
     return values[int(rng.choice(len(values), p=w / w.sum()))]
 
 
+def _weights(name: str, drawn: dict[str, str]) -> dict[str, float]:
+    """Prior weights of ``name``'s values given the attributes already drawn (age shapes hair and beard)."""
+    weights = dict(_PRIORS.get(name, {}))
+    if name == "hair_color":
+        age = drawn["age"]
+        if age == "elderly":
+            weights = {"grey": 4.0, "white": 3.0}
+        elif age == "young":
+            weights = {"grey": 0.2, "white": 0.2}
+    if name == "beard" and drawn["age"] == "young":
+        weights = {"none": 3.0, "stubble": 1.0, "goatee": 0.5, "full": 0.5}
+    return weights
+
+
 def sample_attributes(rng: np.random.Generator, fixed: dict[str, str] | None = None) -> AvatarAttributes:
     """Draw a random avatar, keeping any ``fixed`` attributes.
 
@@ -115,16 +129,31 @@ def sample_attributes(rng: np.random.Generator, fixed: dict[str, str] | None = N
         if name in fixed:
             out[name] = fixed[name]
             continue
-        weights = dict(_PRIORS.get(name, {}))
-        if name == "hair_color":
-            age = out["age"]
-            if age == "elderly":
-                weights = {"grey": 4.0, "white": 3.0}
-            elif age == "young":
-                weights = {"grey": 0.2, "white": 0.2}
-        if name == "beard" and out["age"] == "young":
-            weights = {"none": 3.0, "stubble": 1.0, "goatee": 0.5, "full": 0.5}
-        out[name] = _draw(rng, name, weights)
+        out[name] = _draw(rng, name, _weights(name, out))
+    return AvatarAttributes(**out)
+
+
+def complete_attributes(fixed: dict[str, str], key: tuple[int, ...]) -> AvatarAttributes:
+    """Fill the attributes ``fixed`` leaves open with draws from the training prior, keyed by ``key``.
+
+    Each attribute has its own random number (from ``key`` and its position), turned into a
+    value by the prior's inverse CDF, so fixing or changing one attribute never reshuffles the
+    others' draws: the same key with one attribute edited keeps the rest (a dependent draw,
+    such as hair colour after age, moves only if its prior does).
+    """
+    fixed = validate_partial(dict(fixed))
+    out: dict[str, str] = {}
+    for a, name in enumerate(ATTRIBUTE_NAMES):
+        if name in fixed:
+            out[name] = fixed[name]
+            continue
+        values = VOCAB[name]
+        w = _weights(name, out)
+        p = np.array([w.get(v, 1.0) for v in values], dtype=np.float64)
+        u = np.random.default_rng([*key, a]).random()
+        out[name] = values[
+            min(int(np.searchsorted(np.cumsum(p / p.sum()), u, side="right")), len(values) - 1)
+        ]
     return AvatarAttributes(**out)
 
 

@@ -8,10 +8,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
-from core.avatar.attributes import ATTRIBUTE_NAMES, AvatarAttributes
+from core.avatar.attributes import ATTRIBUTE_NAMES, AvatarAttributes, complete_attributes, validate_partial
 from core.avatar.conditioning import condition_from_partial
 from core.avatar.diffusion import (
     DiffusionConfig,
@@ -132,6 +133,27 @@ class AvatarModel:
         c = self.decoder.cfg
         return (3, c.channels, c.resolution, c.resolution)
 
+    @property
+    def complete_unspecified(self) -> bool:
+        """Whether ``generate`` draws unspecified attributes by default (``model.json``; off for old models)."""
+        return bool(self.meta.get("complete_unspecified", False))
+
+    def completed_attributes(
+        self, values: Mapping[str, str], seed: int, n: int = 1, complete: bool | None = None
+    ) -> list[dict[str, str]]:
+        """The attributes each of ``n`` samples for ``seed`` is conditioned on.
+
+        With completion on, every attribute ``values`` leaves open is drawn from the training
+        prior (``complete_attributes`` keyed by seed and sample index): a model centred on
+        attribute means follows a full description far better than it fills gaps from its null
+        tokens (bench/avatar_eval.py, "generated_unconditional"), and the draw is reported, so
+        an artist sees what the seed chose and can pin it. Otherwise the partial values, n times.
+        """
+        validate_partial(dict(values))
+        if not (self.complete_unspecified if complete is None else complete):
+            return [dict(values) for _ in range(n)]
+        return [complete_attributes(dict(values), (int(seed), i)).to_dict() for i in range(n)]
+
     def initial_noise(self, seed: int, n: int) -> torch.Tensor:
         """The starting noise of ``n`` samples for ``seed`` -> (n, C, R, 3R).
 
@@ -152,6 +174,7 @@ class AvatarModel:
         steps: int = 25,
         callback: Callable[[int, int], None] | None = None,
         smooth: float | None = None,
+        complete: bool | None = None,
     ) -> torch.Tensor:
         """Sample tri-planes for (possibly partial) attributes.
 
@@ -164,6 +187,9 @@ class AvatarModel:
             callback: called with (step, steps) after every DDIM step.
             smooth: Gaussian sigma in texels for the sampled deviation from the centre (0 = none,
                 None = the model's ``default_smooth``).
+            complete: draw the unspecified attributes from the training prior per seed and
+                sample (``completed_attributes``) instead of leaving them to the null tokens;
+                None = the model's ``complete_unspecified``.
 
         Returns:
             (n, 3, C, R, R) planes for ``field``.
@@ -182,11 +208,12 @@ class AvatarModel:
         if not 1 <= int(steps) <= 200:
             raise ValueError(f"steps must be between 1 and 200, got {steps}")
         values = attributes.to_dict() if isinstance(attributes, AvatarAttributes) else dict(attributes or {})
-        cond = torch.from_numpy(condition_from_partial(values))[None].expand(n, -1)
+        rows = self.completed_attributes(values, seed, int(n), complete)
+        cond = torch.from_numpy(np.stack([condition_from_partial(r) for r in rows]))
         norm = self.normalizer
         shift = None
         if norm.effects is not None:  # the unconditional branch's frame (see ddim_sample)
-            shift = roll_out((norm.centre(cond[:1]) - norm.mean) / norm.std[..., None, None])
+            shift = roll_out((norm.centre(cond) - norm.mean) / norm.std[..., None, None])
         # 2. Denoise from the seed's noise.
         x = ddim_sample(
             self.unet, cond, self.initial_noise(seed, n), int(steps), float(guidance_scale), callback, shift

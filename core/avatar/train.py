@@ -422,6 +422,7 @@ def export(
     name: str = "model",
     default_guidance: float | None = None,
     default_smooth: float | None = None,
+    complete_unspecified: bool = False,
 ) -> Path:
     """Write ``out/{name}.safetensors`` + ``out/{name}.json`` from a finished (or partial) run.
 
@@ -451,6 +452,7 @@ def export(
         "attributes": list(ATTRIBUTE_NAMES),
         **({} if default_guidance is None else {"default_guidance": float(default_guidance)}),
         **({} if default_smooth is None else {"default_smooth": float(default_smooth)}),
+        **({"complete_unspecified": True} if complete_unspecified else {}),
         "training": {
             "n_avatars": cfg.n_avatars,
             "decoder_avatars": cfg.decoder_avatars,
@@ -513,6 +515,11 @@ def main(argv: list[str] | None = None) -> int:
         "--guidance", type=float, default=None, help="export: the guidance scale requests get by default"
     )
     ap.add_argument("--smooth", type=float, default=None, help="export: the default blur of sampled planes")
+    ap.add_argument(
+        "--complete",
+        action="store_true",
+        help="export: by default draw unspecified attributes from the prior per seed (AvatarModel.completed_attributes)",
+    )
     args = ap.parse_args(argv)
     cfg = preset(args.config)
     if args.n_avatars is not None:
@@ -524,9 +531,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
     if args.stage == "export":
-        log(
-            f"exported {export(cfg, args.work, args.out, default_guidance=args.guidance, default_smooth=args.smooth)}"
+        path = export(
+            cfg,
+            args.work,
+            args.out,
+            default_guidance=args.guidance,
+            default_smooth=args.smooth,
+            complete_unspecified=args.complete,
         )
+        log(f"exported {path}")
         return 0
     _stop_on_sigterm()
     return 0 if run(args.stage, cfg, args.work, args.max_minutes, log) else 3

@@ -48,6 +48,9 @@ class AvatarResult:
         unknown_words: prompt words the parser did not understand.
         conflicts: contradictions in the prompt and how they were resolved.
         notes: other remarks of the parser.
+        completed: per avatar, the full attributes it was conditioned on when the model draws
+            the unspecified ones from its prior (``AvatarModel.completed_attributes``), else
+            the same partial attributes.
     """
 
     planes: torch.Tensor
@@ -57,6 +60,7 @@ class AvatarResult:
     unknown_words: list[str]
     conflicts: list[str]
     notes: list[str]
+    completed: list[dict[str, str]] = field(default_factory=list)
 
 
 def resolve_attributes(
@@ -128,6 +132,9 @@ def avatar(
         unknown_words=list(parsed.unknown_words),
         conflicts=list(parsed.conflicts),
         notes=list(getattr(parsed, "notes", [])),
+        completed=model.completed_attributes(attrs, request.seed, len(planes))
+        if hasattr(model, "completed_attributes")
+        else [],
     )
 
 
@@ -192,6 +199,10 @@ def run_avatar_job(params: dict[str, Any], work_dir: Path, reporter: Reporter) -
             "attributes": result.attributes,
             "sources": result.sources,
             "unspecified": [n for n in ATTRIBUTE_NAMES if n not in result.attributes],
+            # What the seed chose for them, when the model draws unspecified attributes.
+            "drawn": {
+                k: v for k, v in (result.completed[:1] or [{}])[0].items() if k not in result.attributes
+            },
             "unknown_words": result.unknown_words,
             "conflicts": result.conflicts,
             "notes": result.notes,
@@ -310,6 +321,7 @@ def make_batch(
             {
                 "index": i,
                 "glb": str(d / "asset.glb"),
+                "attributes": result.completed[i] if result.completed else result.attributes,
                 "built_now": i in stats,
                 "stats": stats.get(i, before.get(i)),
             }

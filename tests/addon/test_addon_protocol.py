@@ -190,3 +190,16 @@ def test_attribute_report_of_the_real_photo_job_record(tmp_path, monkeypatch):
 def test_a_broken_attributes_file_is_an_empty_report(text):
     report = AttributeReport.from_json(text)
     assert report.attributes == () and report.notes == () and report.seed is None
+
+
+def test_attribute_report_lists_what_the_seed_drew_after_what_was_asked():
+    record = {**AVATAR_RECORD, "drawn": {"hair_style": "long", "clothing": "hoodie", "age": "young"}}
+    report = AttributeReport.from_dict(record)
+    rows = [(a.name, a.value, a.source) for a in report.attributes]
+    assert rows[:3] == [
+        ("hair_style", "bob", "prompt"),
+        ("hair_color", "blue", "prompt"),
+        ("glasses", "round", "request"),
+    ]
+    # A drawn value never overrides an asked one.
+    assert rows[3:] == [("clothing", "hoodie", "seed"), ("age", "young", "seed")]

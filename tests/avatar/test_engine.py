@@ -102,3 +102,18 @@ def test_sampling_covers_the_vocabulary():
     assert seen == {k: set(v) for k, v in VOCAB.items()}
     fixed = sample_attributes(rng, {"hair_style": "bun", "glasses": "square"})
     assert (fixed.hair_style, fixed.glasses) == ("bun", "square")
+
+
+def test_completed_attributes_follow_the_training_prior():
+    from core.avatar.attributes import ATTRIBUTE_NAMES, complete_attributes
+
+    n = 3000
+    drawn = np.stack([complete_attributes({}, (1, i)).indices() for i in range(n)])
+    sampled = np.stack([sample_attributes(np.random.default_rng([2, i])).indices() for i in range(n)])
+    for a, name in enumerate(ATTRIBUTE_NAMES):
+        k = len(VOCAB[name])
+        p, q = (np.bincount(x[:, a], minlength=k) / n for x in (drawn, sampled))
+        assert np.abs(p - q).max() < 0.05, name  # 3000 draws: sd of a frequency <= 0.009
+    # Dependencies hold: the elderly are mostly grey or white haired, as in the training data.
+    old = [complete_attributes({"age": "elderly"}, (3, i)).hair_color for i in range(500)]
+    assert np.mean([c in ("grey", "white") for c in old]) > 0.5

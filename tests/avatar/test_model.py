@@ -125,3 +125,21 @@ def test_smooth_planes_keeps_constants_and_planes_apart():
     # Each plane is blurred on its own: a plane of zeros next to a plane of ones stays exact.
     step = torch.cat([torch.zeros(1, 1, 8, 8), torch.ones(1, 1, 8, 8), torch.zeros(1, 1, 8, 8)], dim=-1)
     assert torch.allclose(smooth_planes(step, 1.0), step, atol=1e-6)
+
+
+def test_completed_attributes_keep_what_was_asked_and_draw_the_rest_per_seed(model):
+    asked = {"hair_style": "bob", "glasses": "round"}
+    rows = model.completed_attributes(asked, seed=5, n=4, complete=True)
+    assert all(len(r) == 14 and r["hair_style"] == "bob" and r["glasses"] == "round" for r in rows)
+    assert len({tuple(sorted(r.items())) for r in rows}) > 1  # each sample its own draw
+    assert rows == model.completed_attributes(asked, seed=5, n=4, complete=True)  # deterministic
+    # Asking for one more attribute changes that one only (each attribute has its own draw;
+    # clothing depends on nothing else).
+    more = model.completed_attributes({**asked, "clothing": "hoodie"}, seed=5, n=4, complete=True)
+    for r, m in zip(rows, more, strict=True):
+        assert {k for k in r if r[k] != m[k]} <= {"clothing"}
+    assert model.completed_attributes(asked, seed=5, n=2, complete=False) == [asked, asked]
+    # The planes follow the completed attributes: completion changes the sample.
+    a = model.generate(asked, seed=5, complete=True, steps=5)
+    b = model.generate(asked, seed=5, complete=False, steps=5)
+    assert not torch.allclose(a, b)
