@@ -300,12 +300,16 @@ def main(argv: list[str] | None = None) -> int:
     scale = model.default_guidance if args.guidance is None else args.guidance
     if args.smooth is not None:
         model.meta["default_smooth"] = args.smooth
+    if args.variation is not None:
+        model.meta["default_variation"] = args.variation
     rng = np.random.default_rng(0)
     report: dict = {
         "n": args.n,
         "guidance_scale": scale,
         "ddim_steps": args.steps,
         "smooth": model.default_smooth,
+        "variation": model.default_variation,
+        "complete_unspecified": model.complete_unspecified,
     }
     t_all = time.perf_counter()
 

@@ -134,6 +134,11 @@ class AvatarModel:
         return (3, c.channels, c.resolution, c.resolution)
 
     @property
+    def default_variation(self) -> float:
+        """How much of the sampled deviation from the attributes' mean is kept (``model.json``), else 1."""
+        return float(self.meta.get("default_variation", 1.0))
+
+    @property
     def complete_unspecified(self) -> bool:
         """Whether ``generate`` draws unspecified attributes by default (``model.json``; off for old models)."""
         return bool(self.meta.get("complete_unspecified", False))
@@ -175,6 +180,7 @@ class AvatarModel:
         callback: Callable[[int, int], None] | None = None,
         smooth: float | None = None,
         complete: bool | None = None,
+        variation: float | None = None,
     ) -> torch.Tensor:
         """Sample tri-planes for (possibly partial) attributes.
 
@@ -190,6 +196,9 @@ class AvatarModel:
             complete: draw the unspecified attributes from the training prior per seed and
                 sample (``completed_attributes``) instead of leaving them to the null tokens;
                 None = the model's ``complete_unspecified``.
+            variation: scale of the sampled deviation from the attributes' mean, 0 .. 1.5: 0 gives
+                the mean avatar of the (completed) attributes, 1 the full sample; None = the
+                model's ``default_variation``. Only models centred on attribute means have one.
 
         Returns:
             (n, 3, C, R, R) planes for ``field``.
@@ -203,6 +212,10 @@ class AvatarModel:
             guidance_scale = self.default_guidance
         if smooth is None:
             smooth = self.default_smooth
+        if variation is None:
+            variation = self.default_variation
+        if not 0.0 <= float(variation) <= 1.5:
+            raise ValueError(f"variation must be between 0 and 1.5, got {variation}")
         if not 1.0 <= float(guidance_scale) <= 10.0:
             raise ValueError(f"guidance_scale must be between 1 and 10, got {guidance_scale}")
         if not 1 <= int(steps) <= 200:
@@ -220,7 +233,10 @@ class AvatarModel:
         )
         # 3. Back to planes in the decoder's units (adding the attributes' mean), without the
         #    sampler's leftover fine noise.
-        return self.normalizer.denormalize(roll_in(smooth_planes(x, smooth)), cond)
+        x = smooth_planes(x, smooth)
+        if norm.effects is not None:
+            x = float(variation) * x
+        return self.normalizer.denormalize(roll_in(x), cond)
 
     def field(self, planes: torch.Tensor) -> TriplaneField:
         """One avatar's planes (3, C, R, R) as a Kiln SDF field."""

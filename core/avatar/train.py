@@ -423,6 +423,7 @@ def export(
     default_guidance: float | None = None,
     default_smooth: float | None = None,
     complete_unspecified: bool = False,
+    default_variation: float | None = None,
 ) -> Path:
     """Write ``out/{name}.safetensors`` + ``out/{name}.json`` from a finished (or partial) run.
 
@@ -453,6 +454,7 @@ def export(
         **({} if default_guidance is None else {"default_guidance": float(default_guidance)}),
         **({} if default_smooth is None else {"default_smooth": float(default_smooth)}),
         **({"complete_unspecified": True} if complete_unspecified else {}),
+        **({} if default_variation is None else {"default_variation": float(default_variation)}),
         "training": {
             "n_avatars": cfg.n_avatars,
             "decoder_avatars": cfg.decoder_avatars,
@@ -515,6 +517,7 @@ def main(argv: list[str] | None = None) -> int:
         "--guidance", type=float, default=None, help="export: the guidance scale requests get by default"
     )
     ap.add_argument("--smooth", type=float, default=None, help="export: the default blur of sampled planes")
+    ap.add_argument("--variation", type=float, default=None, help="export: the default sample variation")
     ap.add_argument(
         "--complete",
         action="store_true",
@@ -538,6 +541,7 @@ def main(argv: list[str] | None = None) -> int:
             default_guidance=args.guidance,
             default_smooth=args.smooth,
             complete_unspecified=args.complete,
+            default_variation=args.variation,
         )
         log(f"exported {path}")
         return 0

@@ -10,6 +10,7 @@ import torch
 
 from core.assets import extract_mesh
 from core.avatar.attributes import AttributeValueError
+from core.avatar.conditioning import condition_from_partial
 from core.avatar.model import MAX_BATCH, WEIGHTS_DIR, AvatarModel, ModelError, default_model
 
 torch.set_num_threads(1)
@@ -143,3 +144,19 @@ def test_completed_attributes_keep_what_was_asked_and_draw_the_rest_per_seed(mod
     a = model.generate(asked, seed=5, complete=True, steps=5)
     b = model.generate(asked, seed=5, complete=False, steps=5)
     assert not torch.allclose(a, b)
+
+
+def test_variation_scales_the_sample_between_the_attribute_mean_and_the_full_sample(model):
+    if model.normalizer.effects is None:
+        pytest.skip("the shipped model has no attribute means")
+    asked = {"hair_style": "bun", "clothing": "hoodie"}
+    full = model.generate(asked, seed=2, steps=5, variation=1.0, smooth=0.0)
+    half = model.generate(asked, seed=2, steps=5, variation=0.5, smooth=0.0)
+    mean = model.generate(asked, seed=2, steps=5, variation=0.0, smooth=0.0)
+    assert torch.allclose(half, (full + mean) / 2, atol=1e-4)
+    cond = torch.from_numpy(
+        np.stack([condition_from_partial(r) for r in model.completed_attributes(asked, 2, 1)])
+    )
+    assert torch.allclose(mean[0], model.normalizer.centre(cond)[0], atol=1e-5)
+    with pytest.raises(ValueError, match="variation"):
+        model.generate(asked, variation=3.0)
