@@ -283,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--smooth", type=float, default=None, help="blur of sampled planes (default: the model's)"
     )
+    ap.add_argument("--variation", type=float, default=None, help="sample variation (default: the model's)")
     ap.add_argument("--speed-batch", type=int, default=16, help="batch size of the batch timing (0 = skip)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is faster on a busy CPU)")
     ap.add_argument(
