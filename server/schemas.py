@@ -77,6 +77,14 @@ class JobParams(BaseModel):
         allow_inf_nan=False,
         description="Classifier-free guidance; null = engine default.",
     )
+    variation: float | None = Field(
+        None,
+        ge=0,
+        le=1.5,
+        allow_inf_nan=False,
+        description="Avatar kinds: how far each avatar strays from the mean look of its attributes "
+        "(0 = the mean, 1 = a full sample); null = the model's default.",
+    )
     output: OutputOptions = Field(default_factory=OutputOptions)
 
     @field_validator("prompt")

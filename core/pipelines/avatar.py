@@ -26,6 +26,8 @@ class AvatarRequest:
         n: number of avatars.
         guidance_scale: classifier-free guidance (None = the model's default).
         steps: DDIM steps.
+        variation: how far each avatar strays from its attributes' mean, 0 .. 1.5 (None = the
+            model's default).
     """
 
     prompt: str = ""
@@ -34,6 +36,7 @@ class AvatarRequest:
     n: int = 1
     guidance_scale: float | None = None
     steps: int = 25
+    variation: float | None = None
 
 
 @dataclass
@@ -121,7 +124,9 @@ def avatar(
 
     if planes is None:
         try:
-            planes = model.generate(attrs, request.seed, request.n, scale, request.steps, on_step)
+            planes = model.generate(
+                attrs, request.seed, request.n, scale, request.steps, on_step, variation=request.variation
+            )
         except ValueError as e:
             raise JobError(str(e)) from e
     return AvatarResult(
@@ -169,6 +174,7 @@ def run_avatar_job(params: dict[str, Any], work_dir: Path, reporter: Reporter) -
         attributes=dict(params.get("attributes") or {}),
         seed=int(params.get("seed") or 0),
         guidance_scale=params.get("guidance_scale"),
+        variation=params.get("variation"),
     )
 
     # 1. Tri-planes, resumable.
@@ -176,7 +182,8 @@ def run_avatar_job(params: dict[str, Any], work_dir: Path, reporter: Reporter) -
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     ckpt = ckpt_dir / "avatar_planes.pt"
     key = json.dumps(
-        [request.prompt, request.attributes, request.seed, request.guidance_scale], sort_keys=True
+        [request.prompt, request.attributes, request.seed, request.guidance_scale, request.variation],
+        sort_keys=True,
     )
     saved = torch.load(ckpt, weights_only=False) if ckpt.exists() else {}
     # The sample is deterministic; reusing it just saves the sampling time on a resume.
@@ -350,6 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=1, help="avatars to make (1..64)")
     ap.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1..10)")
     ap.add_argument(
+        "--variation",
+        type=float,
+        default=None,
+        help="0 = the attributes' mean look, 1 = full sample (0..1.5)",
+    )
+    ap.add_argument(
         "--out", type=Path, required=True, help="folder; run again to finish an interrupted batch"
     )
     ap.add_argument(
@@ -368,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     options = AssetOptions(
         resolution=args.resolution, texture_size=args.texture_size, turntable_frames=args.turntable_frames
     )
-    request = AvatarRequest(args.prompt, attrs, args.seed, args.n, args.guidance)
+    request = AvatarRequest(args.prompt, attrs, args.seed, args.n, args.guidance, variation=args.variation)
 
     def report(event: Any) -> None:
         print(f"[{event.stage}] {event.fraction:4.0%} {event.message}", file=sys.stderr, flush=True)

@@ -112,3 +112,11 @@ def test_batch_cli_names_a_bad_attribute(tmp_path, capsys):
     assert main(["--attr", "glasses=monocle", "--out", str(tmp_path)]) == 2
     assert "glasses" in capsys.readouterr().err
     assert not list(tmp_path.glob("avatar_*"))
+
+
+def test_variation_reaches_the_model_and_out_of_range_is_a_job_error(tmp_path):
+    a = avatar(AvatarRequest(prompt="a man with a beanie", seed=4, steps=5, variation=0.0))
+    b = avatar(AvatarRequest(prompt="a man with a beanie", seed=4, steps=5, variation=1.0))
+    assert not torch.equal(a.planes, b.planes)
+    with pytest.raises(JobError, match="variation"):
+        run_avatar_job({"variation": 9.0, "output": SMALL}, tmp_path, Reporter())

@@ -210,3 +210,14 @@ def test_worker_threads_setting_reaches_the_worker(server_factory) -> None:
     while (info := server.info())["device"] == "starting" and time.monotonic() < deadline:
         time.sleep(0.2)
     assert info["worker_threads"] == 1
+
+
+def test_variation_is_checked_by_the_schema() -> None:
+    from pydantic import ValidationError
+
+    from server.schemas import JobParams
+
+    assert JobParams(kind="avatar", variation=0.5).variation == 0.5
+    for bad in (-0.1, 1.6, float("nan")):
+        with pytest.raises(ValidationError, match="variation"):
+            JobParams(kind="avatar", variation=bad)
