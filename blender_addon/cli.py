@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="avatar attribute override, also for photos (repeatable; names and values: GET /v1/info)",
     )
+    gen.add_argument(
+        "--variation",
+        type=float,
+        default=None,
+        help="avatars: 0 = the mean look of the attributes .. 1 = a full sample (default: the model's)",
+    )
     gen.add_argument("--resolution", type=int, default=128, help="marching-cubes grid (64..512)")
     gen.add_argument("--texture-size", type=int, default=1024, help="texture edge (256..4096)")
     gen.add_argument("--turntable", action="store_true", help="render a turntable MP4 and add it to the VSE")
@@ -133,6 +139,7 @@ def job_sources(
             )
             if args.kind != "text_to_3d":
                 request.attributes = dict(attributes)
+                request.variation = args.variation
             sources.append((request, None, prompt))
         return sources
     for photo in photos:
@@ -140,6 +147,7 @@ def job_sources(
             request = JobRequest(
                 "photo_avatar", prompt, "", args.seed, args.preset, dict(attributes), None, output
             )
+            request.variation = args.variation
             label = f"photo {photo.stem}" + (f", {prompt}" if prompt else "")
             sources.append((request, photo, label))
     return sources

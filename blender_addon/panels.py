@@ -103,6 +103,11 @@ class VIEW3D_PT_kiln(bpy.types.Panel):
         col.prop(settings, "resolution")
         col.prop(settings, "texture_size")
         if settings.mode in {"AVATAR", "PHOTO"}:
+            row = col.row(align=True)
+            row.prop(settings, "use_variation")
+            sub = row.row()
+            sub.enabled = settings.use_variation
+            sub.prop(settings, "variation", text="", slider=True)
             box = layout.box()
             header = box.row()
             header.label(text="Attribute Overrides")

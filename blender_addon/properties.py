@@ -87,6 +87,20 @@ class KILN_PG_settings(bpy.types.PropertyGroup):
     use_random_seed: BoolProperty(
         name="Random Seed", description="Let the server pick a new seed for every job", default=True
     )
+    use_variation: BoolProperty(
+        name="Variation",
+        description="Set how far avatars stray from the mean look of their attributes "
+        "(off: the model's default)",
+        default=False,
+    )
+    variation: FloatProperty(
+        name="Variation",
+        description="0: the mean look of the attributes (most faithful); 1: a full sample (most varied)",
+        default=0.6,
+        min=0.0,
+        max=1.5,
+        soft_max=1.0,
+    )
     seed: IntProperty(
         name="Seed",
         description="Used when Random Seed is off: same seed and prompt give the same result",
@@ -152,6 +166,7 @@ class KILN_PG_settings(bpy.types.PropertyGroup):
             preset=self.preset,
             attributes=attributes if kind != "text_to_3d" else {},
             output=OutputOptions(resolution=self.resolution, texture_size=int(self.texture_size)),
+            variation=float(self.variation) if self.use_variation and kind != "text_to_3d" else None,
         )
         request.validate()
         return request

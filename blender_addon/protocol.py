@@ -72,6 +72,10 @@ class JobRequest:
     """Classifier-free guidance weight; None keeps the engine default."""
     output: OutputOptions = field(default_factory=OutputOptions)
     """Mesh, texture and server-side video options."""
+    variation: float | None = None
+    """Avatar kinds: how far the avatar strays from the mean look of its attributes, 0 (the
+    mean) .. 1 (a full sample) .. 1.5; None keeps the model's default and is not sent, so
+    servers that predate the setting accept the job."""
 
     def validate(self) -> None:
         """Raise ValueError with a sentence saying what to change."""
@@ -85,6 +89,8 @@ class JobRequest:
             raise ValueError(f"preset {self.preset!r} is unknown; use one of {', '.join(PRESETS)}")
         if self.seed is not None:
             _check_range("seed", self.seed, 0, SEED_MAX)
+        if self.variation is not None and not 0.0 <= float(self.variation) <= 1.5:
+            raise ValueError(f"variation must be between 0 and 1.5, got {self.variation}")
         for key, value in self.attributes.items():
             if not key or not str(value):
                 raise ValueError(f"avatar attribute {key!r} needs both a name and a value")
@@ -102,6 +108,8 @@ class JobRequest:
         }
         if self.seed is not None:
             body["seed"] = int(self.seed)
+        if self.variation is not None:
+            body["variation"] = float(self.variation)
         return body
 
 

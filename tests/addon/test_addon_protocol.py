@@ -203,3 +203,10 @@ def test_attribute_report_lists_what_the_seed_drew_after_what_was_asked():
     ]
     # A drawn value never overrides an asked one.
     assert rows[3:] == [("clothing", "hoodie", "seed"), ("age", "young", "seed")]
+
+
+def test_variation_is_sent_only_when_set_and_checked():
+    assert "variation" not in JobRequest("avatar", "a person").to_dict()  # old servers accept it
+    assert JobRequest("avatar", "a person", variation=0.25).to_dict()["variation"] == 0.25
+    with pytest.raises(ValueError, match="variation"):
+        JobRequest("avatar", "a person", variation=2.0).validate()

@@ -579,3 +579,27 @@ def test_the_seed_is_random_by_default_and_use_seed_makes_one_again(tmp_path):
     # Not known until the server answers: Use Seed leaves the panel as it was.
     assert d["unknown"] == [-1, ["CANCELLED"], True]
     assert d["used"] == ["FINISHED"] and d["again"] == [False, 123456, 123456]
+
+
+def test_variation_is_the_models_until_the_artist_sets_it(tmp_path):
+    run = run_bpy(
+        """
+        from blender_addon import register, unregister
+
+        def main():
+            register()
+            s = bpy.context.scene.kiln
+            s.prompt = "a man"
+            default = "variation" in s.to_request().to_dict()
+            s.use_variation, s.variation = True, 0.2
+            avatar = s.to_request().to_dict().get("variation")
+            s.mode = "OBJECT"
+            text = "variation" in s.to_request().to_dict()
+            unregister()
+            return {"default": default, "avatar": avatar, "text": text}
+        """,
+        tmp_path,
+    )
+    d = run.data
+    assert d["default"] is False and d["text"] is False
+    assert abs(d["avatar"] - 0.2) < 1e-6
