@@ -393,6 +393,12 @@ def main(argv: list[str] | None = None) -> int:
     except (JobError, AssetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, a folder without write permission
+        print(
+            f"error: {e}; fix that and run the same command again: finished avatars are kept",
+            file=sys.stderr,
+        )
+        return 1
     if summary["unknown_words"]:
         print(f"words not understood: {', '.join(summary['unknown_words'])}", file=sys.stderr)
     for c in summary["conflicts"]:

@@ -120,3 +120,12 @@ def test_variation_reaches_the_model_and_out_of_range_is_a_job_error(tmp_path):
     assert not torch.equal(a.planes, b.planes)
     with pytest.raises(JobError, match="variation"):
         run_avatar_job({"variation": 9.0, "output": SMALL}, tmp_path, Reporter())
+
+
+def test_batch_cli_says_how_to_recover_from_an_unwritable_folder(tmp_path, capsys):
+    from core.pipelines.avatar import main
+
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    assert main(["--prompt", "a man", "--out", str(blocked / "batch")]) == 1
+    assert "run the same command again" in capsys.readouterr().err
