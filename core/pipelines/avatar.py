@@ -143,6 +143,14 @@ def avatar(
     )
 
 
+def _drawn(asked: dict[str, str], completed: dict[str, str]) -> dict[str, str]:
+    """The attributes the seed chose, for people: a hat colour is left out when no hat was drawn."""
+    drawn = {k: v for k, v in completed.items() if k not in asked}
+    if completed.get("headwear") == "none":
+        drawn.pop("headwear_color", None)
+    return drawn
+
+
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2))
@@ -207,9 +215,7 @@ def run_avatar_job(params: dict[str, Any], work_dir: Path, reporter: Reporter) -
             "sources": result.sources,
             "unspecified": [n for n in ATTRIBUTE_NAMES if n not in result.attributes],
             # What the seed chose for them, when the model draws unspecified attributes.
-            "drawn": {
-                k: v for k, v in (result.completed[:1] or [{}])[0].items() if k not in result.attributes
-            },
+            "drawn": _drawn(result.attributes, (result.completed[:1] or [{}])[0]),
             "unknown_words": result.unknown_words,
             "conflicts": result.conflicts,
             "notes": result.notes,

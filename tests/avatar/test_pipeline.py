@@ -51,6 +51,17 @@ def test_job_writes_artifacts_and_reports_what_it_understood(tmp_path):
     assert any("hair_style" in c for c in record["conflicts"])
     assert record["attributes"]["hair_style"] in ("bald", "long")
     assert "eye_color" in record["unspecified"]
+    # The shipped model draws what the prompt left open; the record says what the seed chose,
+    # without a hat colour when no hat was drawn.
+    drawn = record["drawn"]
+    assert set(drawn) | set(record["attributes"]) >= set(record["unspecified"]) - {"headwear_color"}
+    assert drawn["eye_color"] in ("brown", "blue", "green", "grey") and not set(drawn) & set(
+        record["attributes"]
+    )
+    headwear = {**record["attributes"], **drawn}["headwear"]
+    assert ("headwear_color" in drawn) == (
+        headwear != "none" and "headwear_color" not in record["attributes"]
+    )
     fractions = [e.fraction for e in events]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert any(e.stage == "sample" for e in events)
