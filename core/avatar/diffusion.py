@@ -364,16 +364,15 @@ def ddim_sample(
     x = noise
     for i, t in enumerate(ts):
         tb = t.expand(len(x))
+        a, s = (u[:, None, None, None] for u in alpha_sigma(tb, T))
         if guidance_scale == 1.0:
             v = model(x, tb, cond)
         else:
-            a, s = (u[:, None, None, None] for u in alpha_sigma(tb, T))
             xu = x if uncond_shift is None else x + a * uncond_shift
             vc, vu = model(torch.cat([x, xu]), torch.cat([tb, tb]), torch.cat([cond, null])).chunk(2)
             if uncond_shift is not None:
                 vu = vu + s * uncond_shift
             v = vu + guidance_scale * (vc - vu)
-        a, s = (u[:, None, None, None] for u in alpha_sigma(tb, T))
         x0 = a * x - s * v
         eps = s * x + a * v
         if i + 1 < len(ts):

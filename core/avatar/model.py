@@ -224,9 +224,11 @@ class AvatarModel:
         rows = self.completed_attributes(values, seed, int(n), complete)
         cond = torch.from_numpy(np.stack([condition_from_partial(r) for r in rows]))
         norm = self.normalizer
+        std = norm.std[..., None, None]
+        centre = norm.centre(cond)
         shift = None
         if norm.effects is not None:  # the unconditional branch's frame (see ddim_sample)
-            shift = roll_out((norm.centre(cond) - norm.mean) / norm.std[..., None, None])
+            shift = roll_out((centre - norm.mean) / std)
         # 2. Denoise from the seed's noise.
         x = ddim_sample(
             self.unet, cond, self.initial_noise(seed, n), int(steps), float(guidance_scale), callback, shift
@@ -236,7 +238,7 @@ class AvatarModel:
         x = smooth_planes(x, smooth)
         if norm.effects is not None:
             x = float(variation) * x
-        return self.normalizer.denormalize(roll_in(x), cond)
+        return roll_in(x) * std + centre
 
     def field(self, planes: torch.Tensor) -> TriplaneField:
         """One avatar's planes (3, C, R, R) as a Kiln SDF field."""
