@@ -157,11 +157,14 @@ def save_atomic(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def set_identity(base: int, i: int) -> tuple[AvatarAttributes, int]:
+    """Attributes and engine seed of avatar ``i`` of the set ``base`` (training, held-out, classifier)."""
+    return sample_attributes(np.random.default_rng([base, i])), base * 100000 + i
+
+
 def avatar_identity(cfg: TrainConfig, i: int, base: int | None = None) -> tuple[AvatarAttributes, int]:
     """Attributes and engine seed of training avatar ``i`` (or of another set with ``base``)."""
-    b = cfg.seed_base if base is None else base
-    rng = np.random.default_rng([b, i])
-    return sample_attributes(rng), b * 100000 + i
+    return set_identity(cfg.seed_base if base is None else base, i)
 
 
 def make_points(attrs: AvatarAttributes, seed: int, n_uniform: int, n_near: int) -> dict[str, np.ndarray]:
