@@ -143,6 +143,24 @@ def avatar(
     )
 
 
+def _sample_resumable(
+    request: AvatarRequest, path: Path, key: str, reporter: Reporter, model: Any = None
+) -> tuple[AvatarResult, bool]:
+    """``avatar()``, reusing the planes an earlier run of the same request (``key``) saved at ``path``.
+
+    The sample is deterministic; reusing it only saves the sampling time on a resume. New
+    planes are saved atomically. Returns the result and whether the saved planes were reused.
+    """
+    saved = torch.load(path, weights_only=False) if path.exists() else {}
+    reused = saved.get("key") == key
+    result = avatar(request, reporter, model, planes=saved["planes"] if reused else None)
+    if not reused:
+        tmp = path.with_suffix(".tmp")
+        torch.save({"key": key, "planes": result.planes}, tmp)
+        os.replace(tmp, path)
+    return result, reused
+
+
 def _drawn(asked: dict[str, str], completed: dict[str, str]) -> dict[str, str]:
     """The attributes the seed chose, for people: a hat colour is left out when no hat was drawn."""
     drawn = {k: v for k, v in completed.items() if k not in asked}
@@ -193,15 +211,7 @@ def run_avatar_job(params: dict[str, Any], work_dir: Path, reporter: Reporter) -
         [request.prompt, request.attributes, request.seed, request.guidance_scale, request.variation],
         sort_keys=True,
     )
-    saved = torch.load(ckpt, weights_only=False) if ckpt.exists() else {}
-    # The sample is deterministic; reusing it just saves the sampling time on a resume.
-    result = avatar(
-        request, reporter.sub(0.0, 0.3), planes=saved.get("planes") if saved.get("key") == key else None
-    )
-    if saved.get("key") != key:
-        tmp = ckpt.with_suffix(".tmp")
-        torch.save({"key": key, "planes": result.planes}, tmp)
-        os.replace(tmp, ckpt)
+    result, _ = _sample_resumable(request, ckpt, key, reporter.sub(0.0, 0.3))
 
     # 2. The asset path.
     asset = build_asset(result.fields[0], work_dir, options, reporter.sub(0.3, 0.97), name="avatar")
@@ -279,8 +289,6 @@ def make_batch(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     key = json.dumps(dataclasses.asdict(request), sort_keys=True)
-    saved_path = out_dir / "planes.pt"
-    saved = torch.load(saved_path, weights_only=False) if saved_path.exists() else {}
     if model is None:
         from core.avatar.model import ModelError, default_model
 
@@ -288,19 +296,11 @@ def make_batch(
             model = default_model()
         except ModelError as e:
             raise JobError(str(e)) from e
-    result = avatar(
-        request,
-        reporter.sub(0.0, 0.2),
-        model,
-        planes=saved.get("planes") if saved.get("key") == key else None,
-    )
-    if saved.get("key") != key:
-        torch.save({"key": key, "planes": result.planes}, saved_path.with_suffix(".tmp"))
-        os.replace(saved_path.with_suffix(".tmp"), saved_path)
+    result, reused = _sample_resumable(request, out_dir / "planes.pt", key, reporter.sub(0.0, 0.2), model)
     dests = [out_dir / f"avatar_{i:03d}" for i in range(len(result.planes))]
     todo = [i for i, d in enumerate(dests) if not (d / "asset.glb").is_file()]
     before: dict[int, Any] = {}
-    if (out_dir / "batch.json").is_file() and saved.get("key") == key:  # figures of avatars kept
+    if (out_dir / "batch.json").is_file() and reused:  # figures of avatars kept
         before = {a["index"]: a["stats"] for a in json.loads((out_dir / "batch.json").read_text())["avatars"]}
     stats: dict[int, Any] = {}
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
