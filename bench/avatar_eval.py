@@ -35,11 +35,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.avatar.attributes import ATTRIBUTE_NAMES, VOCAB, AvatarAttributes, describe
-from core.avatar.conditioning import condition_from_partial
-from core.avatar.engine import AvatarField
 from core.avatar.model import WEIGHTS_DIR, AvatarModel
-from core.avatar.train import set_identity
+from core.avatar.model.conditioning import condition_from_partial
+from core.avatar.model.train import set_identity
+from core.avatar.procedural.engine import AvatarField
+from core.avatar.vocab.attributes import ATTRIBUTE_NAMES, VOCAB, AvatarAttributes, describe
 from core.fields.base import Field
 
 HELD_OUT_BASE = 9000
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from core.avatar.prompt import parse_prompt
+    from core.avatar.vocab.prompt import parse_prompt
 
     model = AvatarModel.load(args.weights)
     scale = model.default_guidance if args.guidance is None else args.guidance

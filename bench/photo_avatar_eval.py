@@ -5,7 +5,7 @@ Usage:
         [--hats] [--skip-real] [--skip-glb]
 
 1. Synthetic: engine avatars (headwear fixed to "none": a hat hides the hair the reader
-   measures) rendered front-on by core.avatar.synthetic_photo with random lighting and
+   measures) rendered front-on by core.avatar.procedural.synthetic_photo with random lighting and
    backdrop, then read back. Per attribute: how often a face was found, how often the
    reader was confident (coverage), accuracy of the confident readings, and chance
    (uniform over the vocabulary, and always guessing the most common true value).
@@ -30,12 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
-from core.avatar.attributes import VOCAB, sample_attributes
-from core.avatar.engine import AvatarField
-from core.avatar.face import find_face
-from core.avatar.face_attributes import read_photo
-from core.avatar.photo import PhotoError, load_photo
-from core.avatar.synthetic_photo import PhotoCamera, random_lighting, render_photo
+from core.avatar.procedural.engine import AvatarField
+from core.avatar.procedural.synthetic_photo import PhotoCamera, random_lighting, render_photo
+from core.avatar.reading import read_photo
+from core.avatar.reading.face import find_face
+from core.avatar.reading.photo import PhotoError, load_photo
+from core.avatar.vocab.attributes import VOCAB, sample_attributes
 
 READ = (
     "skin_tone",
@@ -186,7 +186,7 @@ def photo_to_glb() -> dict:
             out["model_path"] = {"skipped": str(e)}
 
         from core.assets import AssetOptions, build_asset
-        from core.avatar.attributes import sample_attributes
+        from core.avatar.vocab.attributes import sample_attributes
 
         t0 = time.perf_counter()
         reading = read_photo(photo)

@@ -34,7 +34,7 @@ Text = Annotated[str, AfterValidator(_encodable)]
 def _attribute_vocab() -> dict[str, tuple[str, ...]] | None:
     """The avatar attribute vocabulary, or None when the avatar engine is not installed."""
     try:
-        from core.avatar.attributes import VOCAB
+        from core.avatar.vocab.attributes import VOCAB
     except ImportError:
         return None
     return VOCAB

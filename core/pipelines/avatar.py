@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from core.avatar.attributes import ATTRIBUTE_NAMES, AttributeValueError, validate_partial
+from core.avatar.vocab.attributes import ATTRIBUTE_NAMES, AttributeValueError, validate_partial
 from core.pipelines.jobs import JobError
 from core.progress import Reporter
 
@@ -77,7 +77,7 @@ def resolve_attributes(
     Raises:
         JobError: an override outside the vocabulary.
     """
-    from core.avatar.prompt import parse_prompt
+    from core.avatar.vocab.prompt import parse_prompt
 
     try:
         explicit = validate_partial(dict(overrides or {}))
@@ -254,7 +254,7 @@ def _build_one(
 ) -> dict:
     """One avatar's asset files, in a worker process (one torch thread each)."""
     from core.assets import build_asset
-    from core.avatar.triplane import TriplaneConfig, TriplaneDecoder, TriplaneField
+    from core.avatar.model.triplane import TriplaneConfig, TriplaneDecoder, TriplaneField
 
     torch.set_num_threads(1)
     decoder = TriplaneDecoder(TriplaneConfig(**decoder_cfg))

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.avatar.attributes import AttributeValueError, validate_partial
-from core.avatar.face_attributes import MIN_CONFIDENCE, PhotoReading, read_photo
-from core.avatar.photo import PhotoError
+from core.avatar.reading import MIN_CONFIDENCE, PhotoReading, read_photo
+from core.avatar.reading.photo import PhotoError
+from core.avatar.vocab.attributes import AttributeValueError, validate_partial
 from core.pipelines.jobs import JobError
 from core.progress import Reporter
 
@@ -44,7 +44,7 @@ def plan_photo_avatar(
         PhotoError: unusable photo or no face (nothing is written).
         AttributeValueError: an explicit attribute outside the vocabulary.
     """
-    from core.avatar.prompt import parse_prompt
+    from core.avatar.vocab.prompt import parse_prompt
 
     explicit = validate_partial(dict(attributes or {}))
     reading = read_photo(photo)

@@ -133,8 +133,8 @@ def test_attribute_report_of_the_real_photo_job_record(tmp_path, monkeypatch):
 
     import numpy as np
 
-    from core.avatar.face_attributes import PhotoReading, Reading
-    from core.avatar.prompt import parse_prompt
+    from core.avatar.reading import PhotoReading, Reading
+    from core.avatar.vocab.prompt import parse_prompt
     from core.pipelines import photo_avatar
     from core.progress import Reporter
 

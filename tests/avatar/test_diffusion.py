@@ -9,8 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from core.avatar.attributes import ATTRIBUTE_NAMES, VOCAB, AttributeValueError
-from core.avatar.conditioning import (
+from core.avatar.model.conditioning import (
     VOCAB_SIZES,
     AttributeEncoder,
     condition_from_partial,
@@ -18,7 +17,7 @@ from core.avatar.conditioning import (
     null_indices,
     partial_from_condition,
 )
-from core.avatar.diffusion import (
+from core.avatar.model.diffusion import (
     AxisMix,
     DiffusionConfig,
     DiffusionTrainConfig,
@@ -30,6 +29,7 @@ from core.avatar.diffusion import (
     roll_out,
     train_diffusion,
 )
+from core.avatar.vocab.attributes import ATTRIBUTE_NAMES, VOCAB, AttributeValueError
 
 torch.set_num_threads(1)
 

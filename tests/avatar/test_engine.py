@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from core.avatar.attributes import VOCAB, AttributeValueError, AvatarAttributes, sample_attributes
-from core.avatar.engine import HALF_EXTENT, AvatarField
+from core.avatar.procedural.engine import HALF_EXTENT, AvatarField
+from core.avatar.vocab.attributes import VOCAB, AttributeValueError, AvatarAttributes, sample_attributes
 
 # A base avatar where every attribute shows: hair under a cap, glasses, facial hair.
 BASE = AvatarAttributes(
@@ -105,7 +105,7 @@ def test_sampling_covers_the_vocabulary():
 
 
 def test_completed_attributes_follow_the_training_prior():
-    from core.avatar.attributes import ATTRIBUTE_NAMES, complete_attributes
+    from core.avatar.vocab.attributes import ATTRIBUTE_NAMES, complete_attributes
 
     n = 3000
     drawn = np.stack([complete_attributes({}, (1, i)).indices() for i in range(n)])
@@ -117,3 +117,15 @@ def test_completed_attributes_follow_the_training_prior():
     # Dependencies hold: the elderly are mostly grey or white haired, as in the training data.
     old = [complete_attributes({"age": "elderly"}, (3, i)).hair_color for i in range(500)]
     assert np.mean([c in ("grey", "white") for c in old]) > 0.5
+
+
+def test_palettes_cover_the_vocabulary():
+    # The engine paints and the photo readers match with the same palettes: a value without a
+    # colour could be asked for but never drawn or read back.
+    from core.avatar.vocab.attributes import VOCAB
+    from core.avatar.vocab.palettes import CLOTH, HAIR, IRIS, SKIN
+
+    assert set(SKIN) == set(VOCAB["skin_tone"])
+    assert set(HAIR) == set(VOCAB["hair_color"])
+    assert set(IRIS) == set(VOCAB["eye_color"])
+    assert set(VOCAB["clothing_color"]) <= set(CLOTH) and set(VOCAB["headwear_color"]) <= set(CLOTH)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from core.assets import extract_mesh
-from core.avatar.attributes import AttributeValueError
-from core.avatar.conditioning import condition_from_partial
 from core.avatar.model import MAX_BATCH, WEIGHTS_DIR, AvatarModel, ModelError, default_model
+from core.avatar.model.conditioning import condition_from_partial
+from core.avatar.vocab.attributes import AttributeValueError
 
 torch.set_num_threads(1)
 
@@ -100,7 +100,7 @@ def test_missing_or_mismatched_weights(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_smoke_training_exports_a_loadable_model(tmp_path):
-    from core.avatar.train import export, preset, run
+    from core.avatar.model.train import export, preset, run
 
     cfg = preset("smoke")
     assert run("all", cfg, tmp_path / "work", max_minutes=5, log=lambda m: None)
@@ -115,7 +115,7 @@ def test_smoke_training_exports_a_loadable_model(tmp_path):
 
 def test_smooth_planes_keeps_constants_and_planes_apart():
     from core.avatar.model import smooth_planes
-    from core.avatar.triplane import tv_loss
+    from core.avatar.model.triplane import tv_loss
 
     const = torch.full((1, 2, 8, 24), 3.0)
     assert torch.allclose(smooth_planes(const, 0.7), const)  # the kernel sums to 1, edges replicated

@@ -15,10 +15,10 @@ skimage_data = pytest.importorskip("skimage.data")
 
 from PIL import Image  # noqa: E402
 
-from core.avatar import face as fm  # noqa: E402
-from core.avatar.colour import rgb_to_lab  # noqa: E402
-from core.avatar.face_attributes import read_attributes, read_photo  # noqa: E402
-from core.avatar.photo import MAX_PIXELS, WORK_SIDE, PhotoError, load_photo  # noqa: E402
+from core.avatar.reading import face as fm  # noqa: E402
+from core.avatar.reading import read_attributes, read_photo  # noqa: E402
+from core.avatar.reading.colour import rgb_to_lab  # noqa: E402
+from core.avatar.reading.photo import MAX_PIXELS, WORK_SIDE, PhotoError, load_photo  # noqa: E402
 from core.pipelines.jobs import JobError  # noqa: E402
 from core.pipelines.photo_avatar import run_photo_avatar_job  # noqa: E402
 from core.progress import Reporter  # noqa: E402
@@ -245,7 +245,7 @@ def test_rgb_to_lab_reference_values():
 
 
 def test_lab_to_rgb_inverts_rgb_to_lab():
-    from core.avatar.colour import lab_to_rgb
+    from core.avatar.reading.colour import lab_to_rgb
 
     rgb = np.random.default_rng(0).uniform(0, 1, (200, 3))
     assert np.allclose(lab_to_rgb(rgb_to_lab(rgb)), rgb, atol=1e-3)
@@ -257,9 +257,9 @@ SYNTH_ATTRS = ("skin_tone", "hair_color", "beard", "glasses")
 
 
 def test_synthetic_renders_read_back_above_chance():
-    from core.avatar.attributes import VOCAB, sample_attributes
-    from core.avatar.engine import AvatarField
-    from core.avatar.synthetic_photo import PhotoCamera, random_lighting, render_photo
+    from core.avatar.procedural.engine import AvatarField
+    from core.avatar.procedural.synthetic_photo import PhotoCamera, random_lighting, render_photo
+    from core.avatar.vocab.attributes import VOCAB, sample_attributes
 
     camera = PhotoCamera(size=160, view_height=0.42, look_at=(0.0, 0.0, 0.06))
     read = correct = total = 0
@@ -287,8 +287,8 @@ def test_synthetic_renders_read_back_above_chance():
 
 def test_astronaut_reads_plausibly_and_makes_an_avatar_mesh(astronaut):
     from core.assets.mesh import extract_mesh
-    from core.avatar.attributes import sample_attributes
-    from core.avatar.engine import AvatarField
+    from core.avatar.procedural.engine import AvatarField
+    from core.avatar.vocab.attributes import sample_attributes
 
     reading = read_photo(_encode(astronaut))
     used = reading.attributes()
@@ -338,7 +338,7 @@ def test_photo_job_end_to_end_with_a_smoke_model(astronaut, tmp_path: Path, monk
 
     torch = pytest.importorskip("torch")
     torch.set_num_threads(1)
-    from core.avatar import train
+    from core.avatar.model import train
 
     cfg = train.preset("smoke")
     assert train.run("all", cfg, tmp_path / "train", 5.0, log=lambda msg: None)
@@ -374,8 +374,8 @@ def test_photo_job_end_to_end_with_a_smoke_model(astronaut, tmp_path: Path, monk
 
 
 def test_align_face_maps_canonical_points_to_photo_pixels():
-    from core.avatar.face_align import align_face
-    from core.avatar.photo import Photo
+    from core.avatar.reading.align import align_face
+    from core.avatar.reading.photo import Photo
 
     # A photo whose red channel is x and green channel is y, so every pixel says where it is.
     h = w = 256
@@ -400,7 +400,7 @@ def test_align_face_maps_canonical_points_to_photo_pixels():
     # centres sit at +0.5, so the photo value there is that position - 0.5 (bilinear, exact on
     # a linear ramp up to 8-bit rounding: within 1 level).
     u, v = af.uv()
-    from core.avatar.colour import lab_to_rgb
+    from core.avatar.reading.colour import lab_to_rgb
 
     crop = lab_to_rgb(af.lab) * 255
     for i, j in [(115, 179), (180, 150), (250, 100)]:

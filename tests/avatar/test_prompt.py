@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from core.avatar.attributes import describe, sample_attributes
-from core.avatar.prompt import parse_prompt
+from core.avatar.vocab.attributes import describe, sample_attributes
+from core.avatar.vocab.prompt import parse_prompt
 
 OPTIONAL_NONE = ("beard", "moustache", "glasses", "headwear")
 

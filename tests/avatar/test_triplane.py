@@ -6,9 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.avatar.attributes import AvatarAttributes
-from core.avatar.engine import AvatarField
-from core.avatar.triplane import (
+from core.avatar.model.triplane import (
     FitConfig,
     PointSet,
     TriplaneConfig,
@@ -23,6 +21,8 @@ from core.avatar.triplane import (
     sample_planes,
     tv_loss,
 )
+from core.avatar.procedural.engine import AvatarField
+from core.avatar.vocab.attributes import AvatarAttributes
 
 torch.set_num_threads(1)
 H = 0.32

@@ -105,7 +105,7 @@ def run_job(params: dict[str, Any], work_dir: Path, reporter: Reporter) -> dict[
 
 def write_attributes(params: dict[str, Any], work_dir: Path, photo: bool) -> Path:
     """attributes.json as core/pipelines/avatar.py (and photo_avatar.py for photos) write it."""
-    from core.avatar.prompt import parse_prompt
+    from core.avatar.vocab.prompt import parse_prompt
 
     parsed = parse_prompt(str(params.get("prompt") or ""))
     merged, sources = {}, {}

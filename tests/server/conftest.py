@@ -62,7 +62,7 @@ def avatar_model() -> Iterator[Path]:
         return
     torch = pytest.importorskip("torch")
     torch.set_num_threads(1)
-    from core.avatar import train
+    from core.avatar.model import train
 
     tmp_path = private_tmp()
     cfg = train.preset("smoke")

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.avatar import face as fm
-from core.avatar.colour import rgb_to_lab
-from core.avatar.photo import Photo
+from core.avatar.reading import face as fm
+from core.avatar.reading.colour import rgb_to_lab
+from core.avatar.reading.photo import Photo
 
 CANON_PX = 128
 """Pixels per face length (forehead-top landmark to chin) in the aligned face crop."""

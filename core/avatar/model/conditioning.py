@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.avatar.attributes import ATTRIBUTE_NAMES, VOCAB, validate_partial
+from core.avatar.vocab.attributes import ATTRIBUTE_NAMES, VOCAB, validate_partial
 
 VOCAB_SIZES: tuple[int, ...] = tuple(len(VOCAB[n]) for n in ATTRIBUTE_NAMES)
 """Number of values of each attribute, in ``ATTRIBUTE_NAMES`` order."""

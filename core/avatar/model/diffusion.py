@@ -100,7 +100,7 @@ class PlaneNormalizer:
         mean = planes.mean(0)
         if attrs is None:
             return cls(mean, (planes - mean).std(dim=(0, 3, 4)).clamp_min(1e-4))
-        from core.avatar.conditioning import VOCAB_SIZES
+        from core.avatar.model.conditioning import VOCAB_SIZES
 
         N = len(planes)
         onehot = torch.cat([F.one_hot(attrs[:, a], k).float() for a, k in enumerate(VOCAB_SIZES)], 1)
@@ -123,7 +123,7 @@ class PlaneNormalizer:
         """The centre for conditions ``cond`` (B, A) (null tokens add nothing) -> (B, 3, C, R, R)."""
         if self.effects is None or cond is None:
             return self.mean[None]
-        from core.avatar.conditioning import VOCAB_SIZES
+        from core.avatar.model.conditioning import VOCAB_SIZES
 
         sizes = torch.tensor(VOCAB_SIZES)
         starts = torch.cumsum(sizes, 0) - sizes
@@ -259,7 +259,7 @@ class TriplaneUNet(nn.Module):
 
     def __init__(self, plane_channels: int, resolution: int, cfg: DiffusionConfig) -> None:
         super().__init__()
-        from core.avatar.conditioning import AttributeEncoder
+        from core.avatar.model.conditioning import AttributeEncoder
 
         self.cfg = cfg
         p, L = cfg.patch, len(cfg.channel_mults)
@@ -356,7 +356,7 @@ def ddim_sample(
     Returns:
         (B, C, R, 3R) normalised rolled-out planes.
     """
-    from core.avatar.conditioning import null_indices
+    from core.avatar.model.conditioning import null_indices
 
     T = model.cfg.time_steps
     ts = torch.linspace(T - 1, 0, steps).round().long()
@@ -400,7 +400,7 @@ def train_diffusion(
     Writes ``ckpt`` (model, EMA, optimiser, normaliser, step) at least every ``checkpoint_seconds``
     and when ``check`` raises (out of time). Returns the final checkpoint dict.
     """
-    from core.avatar.conditioning import drop_conditions
+    from core.avatar.model.conditioning import drop_conditions
 
     N, _, C, R, _ = planes.shape
     model = TriplaneUNet(C, R, cfg)

@@ -159,7 +159,7 @@ def complete_attributes(fixed: dict[str, str], key: tuple[int, ...]) -> AvatarAt
 
 # ---------------------------------------------------------------------------------------
 # Prompts written from attributes. Each value has several phrasings; the prompt parser
-# (core/avatar/prompt.py) must read all of them back.
+# (core/avatar/vocab/prompt.py) must read all of them back.
 
 _AGE = {
     "young": ["young", "youthful", "teenage"],

@@ -2,8 +2,8 @@
 
 Usage::
 
-    python -m core.avatar.train --stage all --work /tmp/avatar_work --config cpu --max-minutes 25
-    python -m core.avatar.train --stage export --work /tmp/avatar_work --config cpu --out core/avatar/weights
+    python -m core.avatar.model.train --stage all --work /tmp/avatar_work --config cpu --max-minutes 25
+    python -m core.avatar.model.train --stage export --work /tmp/avatar_work --config cpu --out core/avatar/model/weights
 
 Every stage writes its results under ``--work`` (never into git) and checkpoints often, so the
 same command run again continues where the last one stopped. ``--max-minutes`` bounds one
@@ -24,9 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.avatar.attributes import ATTRIBUTE_NAMES, AvatarAttributes, sample_attributes
-from core.avatar.diffusion import DiffusionConfig, DiffusionTrainConfig
-from core.avatar.triplane import (
+from core.avatar.model.diffusion import DiffusionConfig, DiffusionTrainConfig
+from core.avatar.model.triplane import (
     FitConfig,
     PointSet,
     TriplaneConfig,
@@ -38,6 +37,7 @@ from core.avatar.triplane import (
     occupancy_iou,
     sample_field_points,
 )
+from core.avatar.vocab.attributes import ATTRIBUTE_NAMES, AvatarAttributes, sample_attributes
 
 POINT_KEYS = ("uniform_xyz", "uniform_sdf", "near_xyz", "near_sdf", "near_rgb")
 STAGES = ("data", "decoder", "fit", "diffusion")
@@ -169,7 +169,7 @@ def avatar_identity(cfg: TrainConfig, i: int, base: int | None = None) -> tuple[
 
 def make_points(attrs: AvatarAttributes, seed: int, n_uniform: int, n_near: int) -> dict[str, np.ndarray]:
     """Supervision points of one engine avatar."""
-    from core.avatar.engine import AvatarField
+    from core.avatar.procedural.engine import AvatarField
 
     rng = np.random.default_rng([seed, 17])
     return sample_field_points(AvatarField(attrs, seed=seed), n_uniform, n_near, rng)
@@ -337,7 +337,7 @@ def stage_fit(cfg: TrainConfig, work: Path, budget: Budget) -> None:
         planes = fit_planes(decoder, pts, cfg.fit, init=init, seed=g)
         # Measure reconstruction on the group's first avatar (IoU of insides on a 48^3 grid).
         a0, seed0 = avatar_identity(cfg, lo)
-        from core.avatar.engine import AvatarField
+        from core.avatar.procedural.engine import AvatarField
 
         gt = (
             AvatarField(a0, seed0).value(grid_points(grid_n, cfg.triplane.half_extent)).reshape((grid_n,) * 3)
@@ -377,7 +377,7 @@ def _collect_planes(folder: Path, n_groups: int, path: Path) -> Path:
 
 
 def stage_diffusion(cfg: TrainConfig, work: Path, budget: Budget) -> None:
-    from core.avatar.diffusion import train_diffusion
+    from core.avatar.model.diffusion import train_diffusion
 
     path = work / "planes.pt"
     if not path.exists() and (work / "planes_partial.pt").exists() and os.environ.get("KILN_ALLOW_PARTIAL"):
@@ -505,7 +505,7 @@ def run(stage: str, cfg: TrainConfig, work: Path, max_minutes: float, log: Any =
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m core.avatar.train", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m core.avatar.model.train", description=__doc__.split("\n")[0])
     ap.add_argument("--stage", choices=[*STAGES, "all", "export"], default="all")
     ap.add_argument(
         "--work", type=Path, required=True, help="folder for data sets and checkpoints (not in git)"

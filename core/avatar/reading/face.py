@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.avatar.photo import Photo, PhotoError
+from core.avatar.reading.photo import Photo, PhotoError
 
 MIN_FACE_PX = 24
 """Faces narrower than this (in the analysed photo) are refused: no landmark model reads them."""

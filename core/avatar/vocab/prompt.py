@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from core.avatar.attributes import VOCAB
+from core.avatar.vocab.attributes import VOCAB
 
 # A category is what a noun is about; modifiers mean different attributes per category.
 HAIR, FACE, JAW, EYES, SKIN, BEARD, MOUSTACHE, GLASSES, HAT, CLOTHES = (

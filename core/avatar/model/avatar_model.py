@@ -12,9 +12,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from core.avatar.attributes import ATTRIBUTE_NAMES, AvatarAttributes, complete_attributes, validate_partial
-from core.avatar.conditioning import condition_from_partial
-from core.avatar.diffusion import (
+from core.avatar.model.conditioning import condition_from_partial
+from core.avatar.model.diffusion import (
     DiffusionConfig,
     PlaneNormalizer,
     TriplaneUNet,
@@ -22,7 +21,13 @@ from core.avatar.diffusion import (
     roll_in,
     roll_out,
 )
-from core.avatar.triplane import TriplaneConfig, TriplaneDecoder, TriplaneField
+from core.avatar.model.triplane import TriplaneConfig, TriplaneDecoder, TriplaneField
+from core.avatar.vocab.attributes import (
+    ATTRIBUTE_NAMES,
+    AvatarAttributes,
+    complete_attributes,
+    validate_partial,
+)
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 """Where the repository's trained model lives (model.safetensors + model.json)."""
@@ -78,13 +83,13 @@ class AvatarModel:
 
     @classmethod
     def load(cls, folder: Path | str = WEIGHTS_DIR, name: str = "model") -> AvatarModel:
-        """Load ``folder/{name}.safetensors`` and ``folder/{name}.json`` (written by ``core.avatar.train``)."""
+        """Load ``folder/{name}.safetensors`` and ``folder/{name}.json`` (written by ``core.avatar.model.train``)."""
         folder = Path(folder)
         weights, meta_path = folder / f"{name}.safetensors", folder / f"{name}.json"
         if not weights.is_file() or not meta_path.is_file():
             raise ModelError(
                 f"avatar model files not found ({weights}, {meta_path}); train and export one with "
-                "`python -m core.avatar.train --stage all ...` then `--stage export --out DIR`"
+                "`python -m core.avatar.model.train --stage all ...` then `--stage export --out DIR`"
             )
         try:
             from safetensors.torch import load_file

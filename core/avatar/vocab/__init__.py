@@ -1,0 +1,1 @@
+"""The attribute vocabulary, palettes, prompt parsing and the merge of all attribute sources."""
