@@ -28,11 +28,15 @@ class NeRFFieldConfig:
     density_bias: float = -3.0
     """Added to the raw density before the exponential; negative makes empty space start clear."""
     blob_density: float = 16.0
-    """Extra raw density at the centre (DreamFusion's density blob) so training starts from a ball."""
+    """Extra raw density at the centre (DreamFusion's density blob) so training starts from a ball.
+    The old hard clamp of the exponent at 10 gave this blob no gradient inside r = 0.097 m; the
+    soft ceiling below keeps one. stable-dreamfusion's weaker start (exponent 5 at the centre,
+    ``blob_density`` 8 here) measured 86 mm instead of 14 mm Chamfer on the 150-step sphere test."""
     blob_radius: float = 0.15
     """Standard deviation in metres of the Gaussian density blob."""
-    max_log_density: float = 10.0
-    """Clamp of the density exponent (e^10 = 22026 per metre is opaque at any step size)."""
+    max_log_density: float = 15.0
+    """Soft ceiling of the density exponent, ``m - softplus(m - x)``: it keeps exp from
+    overflowing but, unlike a hard clamp, never zeroes the gradient (e^15 per metre is opaque)."""
     normal_eps: float = 0.01
     """Finite-difference step in metres for normals (about half a cell of the finest level)."""
     iso: float = 20.0
@@ -42,7 +46,7 @@ class NeRFFieldConfig:
 class NeRFField(nn.Module):
     """Density and albedo at points in the object box.
 
-    Density is ``exp(mlp(enc(x))[0] + blob(x) + density_bias)`` (exponent clamped at
+    Density is ``exp(mlp(enc(x))[0] + blob(x) + density_bias)`` (exponent softly capped at
     ``max_log_density`` so it cannot overflow); albedo is a sigmoid of the other three outputs. Normals come from central finite differences of density, which
     costs six extra density evaluations but no second backward pass (what makes
     autograd normals slow on a CPU).
@@ -72,7 +76,8 @@ class NeRFField(nn.Module):
         return self.mlp(self.encoding(unit))
 
     def _log_sigma(self, raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return (raw + self._blob(x) + self.config.density_bias).clamp(max=self.config.max_log_density)
+        m = self.config.max_log_density
+        return m - F.softplus(m - (raw + self._blob(x) + self.config.density_bias))
 
     def density(self, x: torch.Tensor) -> torch.Tensor:
         """Volume density (1/m): (N, 3) metres -> (N,)."""

@@ -26,7 +26,7 @@ from core.fields.nerf import NeRFAssetField, NeRFField, NeRFFieldConfig
 from core.guidance.base import Guidance, GuidanceInput, SDSConfig
 from core.guidance.stable_diffusion import DEFAULT_MODEL
 from core.progress import ProgressEvent, Reporter
-from core.render.background import FixedBackground, MLPBackground
+from core.render.background import FixedBackground, MLPBackground, RandomSolidBackground
 from core.render.cameras import CameraBatch, CameraConfig, camera_rays, orbit_cameras, sample_cameras
 from core.render.occupancy import OccupancyConfig, OccupancyGrid
 from core.render.shading import Shading, ShadingConfig, albedo_shading, sample_shading
@@ -60,7 +60,13 @@ class TrainConfig:
     entropy_weight: float = 1e-3
     """Weight of the binary entropy of ray opacity (pushes rays to empty or solid)."""
     opacity_weight: float = 0.0
-    """Weight of the mean ray opacity (sparsity)."""
+    """Weight of the mean ray opacity."""
+    sparsity_weight: float = 1.0
+    """Weight of threestudio's sparsity term ``mean sqrt(opacity^2 + 0.01)``: a gentle pull of
+    every ray toward empty, against fog (threestudio's DreamFusion default weight)."""
+    random_background_prob: float = 0.0
+    """Chance per step that the background is a random solid colour per camera instead of the
+    configured one (threestudio's random background augmentation; 0 is off)."""
     orientation_weight: float = 1e-2
     """Weight of DreamFusion's orientation loss on normals facing away from the camera."""
     checkpoint_every: int = 100
@@ -248,8 +254,12 @@ class Trainer:
         height: int,
         width: int,
         renderer: VolumeRenderer | None = None,
+        background_colors: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, RenderOutput]:
-        """Render B cameras: returns (B, 3, H, W) images in [0, 1] and the raw RenderOutput."""
+        """Render B cameras: returns (B, 3, H, W) images in [0, 1] and the raw RenderOutput.
+
+        ``background_colors`` (B, 3) replaces the background with one solid colour per camera.
+        """
         origins, dirs = camera_rays(cameras, height, width)
         b = len(cameras)
         ray_camera = torch.arange(b, device=self.device).repeat_interleave(height * width)
@@ -259,7 +269,9 @@ class Trainer:
             origins.reshape(-1, 3).to(self.device),
             dirs.reshape(-1, 3).to(self.device),
             shading,
-            self.background,
+            self.background
+            if background_colors is None
+            else RandomSolidBackground(background_colors.to(self.device), ray_camera),
             ray_camera,
             occupancy=self.occupancy,
             generator=self.generator,
@@ -297,7 +309,12 @@ class Trainer:
         t0 = time.perf_counter()
         cameras = sample_cameras(cfg.camera, t.batch, self.generator)
         shading = sample_shading(cfg.shading, self.step, cameras, self.generator)
-        images, out = self.render(cameras, shading, t.height, t.width)
+        bg_colors = None
+        if t.random_background_prob > 0:
+            u = float(torch.rand(1, generator=self.generator))
+            colors = torch.rand(t.batch, 3, generator=self.generator)
+            bg_colors = colors if u < t.random_background_prob else None
+        images, out = self.render(cameras, shading, t.height, t.width, background_colors=bg_colors)
         t1 = time.perf_counter()
         if reporter is not None:
             reporter.check()
@@ -310,6 +327,8 @@ class Trainer:
             loss = loss + t.entropy_weight * entropy
         if t.opacity_weight > 0:
             loss = loss + t.opacity_weight * out.opacity.mean()
+        if t.sparsity_weight > 0:
+            loss = loss + t.sparsity_weight * torch.sqrt(out.opacity**2 + 0.01).mean()
         if t.orientation_weight > 0 and out.orientation is not None:
             loss = loss + t.orientation_weight * out.orientation
         t2 = time.perf_counter()
@@ -333,6 +352,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "occupancy": self.occupancy.state_dict() if self.occupancy is not None else None,
             "generator": self.generator.get_state(),
+            "guidance": self.guidance.state_dict() if hasattr(self.guidance, "state_dict") else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -343,6 +363,8 @@ class Trainer:
         if self.occupancy is not None and state["occupancy"] is not None:
             self.occupancy.load_state_dict(state["occupancy"])
         self.generator.set_state(state["generator"])
+        if state.get("guidance") is not None and hasattr(self.guidance, "load_state_dict"):
+            self.guidance.load_state_dict(state["guidance"])  # the loss scale of the fp16 VAE
 
 
 def _fingerprint(request: TextTo3DRequest, config: TextTo3DConfig) -> str:
@@ -526,19 +548,26 @@ def run_text_to_3d_job(params: dict[str, Any], work_dir: Path, reporter: Reporte
 
 
 class _ProgressBar:
-    """A one-line progress bar on stderr, redrawn in place (no tqdm needed)."""
+    """The command line's progress bar: tqdm on stderr, fed by the job reporter's events."""
 
-    def __init__(self, width: int = 30) -> None:
-        self.width = width
-        self.started = time.monotonic()
+    def __init__(self, total: int = 1000) -> None:
+        from tqdm import tqdm
+
+        self.total = total
+        self.bar = tqdm(
+            total=total,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}",
+        )
 
     def __call__(self, event: ProgressEvent) -> None:
-        filled = int(round(event.fraction * self.width))
-        bar = "#" * filled + "-" * (self.width - filled)
-        elapsed = time.monotonic() - self.started
-        line = f"\r[{bar}] {event.fraction * 100:5.1f}% {elapsed:6.0f}s {event.stage}: {event.message}"
-        sys.stderr.write(line[:160].ljust(100))
-        sys.stderr.flush()
+        n = int(round(min(max(event.fraction, 0.0), 1.0) * self.total))
+        self.bar.update(n - self.bar.n)
+        self.bar.set_description_str(event.stage, refresh=False)
+        self.bar.set_postfix_str(event.message[:80])
+        if n >= self.total:
+            self.bar.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,3 +33,16 @@ class MLPBackground(nn.Module):
         scales = 2.0 ** torch.arange(self.frequencies, dtype=dirs.dtype, device=dirs.device)
         angles = (dirs.unsqueeze(-1) * scales).flatten(1)  # (R, 3F)
         return torch.sigmoid(self.mlp(torch.cat((dirs, torch.sin(angles), torch.cos(angles)), -1)))
+
+
+class RandomSolidBackground(nn.Module):
+    """One random solid colour per camera, drawn each training step (threestudio's random
+    background augmentation): the object cannot hide in a learned backdrop or in fog."""
+
+    def __init__(self, colors: torch.Tensor, ray_camera: torch.Tensor) -> None:
+        super().__init__()
+        self.ray_colors = colors[ray_camera]  # (R, 3)
+
+    def forward(self, dirs: torch.Tensor) -> torch.Tensor:
+        """(R, 3) ray directions -> (R, 3) colours of their cameras."""
+        return self.ray_colors.to(dirs)

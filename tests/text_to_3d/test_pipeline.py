@@ -198,11 +198,17 @@ def test_cancel_inside_a_step_stops_before_the_update(tiny_sd):
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.nerf.parameters(), strict=True))
 
 
-def test_progress_bar_draws_fraction_and_message(capsys):
+def test_progress_bar_is_tqdm_with_fraction_stage_and_message(capsys):
+    from tqdm import tqdm
+
     from core.pipelines.text_to_3d import _ProgressBar
     from core.progress import ProgressEvent
 
-    _ProgressBar(width=10)(ProgressEvent("train", 0.5, "step 5/10 loss 1.5"))
+    bar = _ProgressBar()
+    assert isinstance(bar.bar, tqdm)
+    bar(ProgressEvent("train", 0.5, "step 5/10 loss 1.5"))
+    bar.bar.refresh()
     err = capsys.readouterr().err
-    assert err.startswith("\r[#####-----]  50.0%")
-    assert err.rstrip().endswith("train: step 5/10 loss 1.5")
+    assert "train: " in err and " 50%" in err and "step 5/10 loss 1.5" in err
+    bar(ProgressEvent("asset", 1.0, "done"))
+    assert bar.bar.n == 1000  # and the bar is closed, so the CLI's own last line starts clean

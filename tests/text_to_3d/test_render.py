@@ -161,7 +161,7 @@ def test_finite_difference_normals_agree_with_autograd():
     torch.manual_seed(0)
     field = NeRFField(NeRFFieldConfig())
     # Points on shells 0.15 .. 0.3 m out: the blob's gradient is well above the grid's noise
-    # there, and outside the 0.1 m core where log density is clamped (16 - 3 > 10).
+    # there (the exponent has no hard clamp any more that would flatten the core).
     direction = torch.nn.functional.normalize(torch.randn(200, 3), dim=-1)
     x = direction * (0.15 + 0.15 * torch.rand(200, 1))
     fd = field.normals(x)
