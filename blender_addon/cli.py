@@ -20,7 +20,7 @@ from .client import KilnError
 from .jobflow import file_stem_from_text
 from .operators import finish_turntable
 from .preferences import ClientSettings, client_settings
-from .protocol import PRESETS, JobRequest, OutputOptions
+from .protocol import PRESETS, JobRequest, OutputOptions, kind_info
 
 
 class CliError(Exception):
@@ -137,7 +137,7 @@ def job_sources(
             request = JobRequest(
                 args.kind, prompt, args.negative_prompt, args.seed, args.preset, {}, None, output
             )
-            if args.kind != "text_to_3d":
+            if kind_info(args.kind).reads("attributes"):
                 request.attributes = dict(attributes)
                 request.variation = args.variation
             sources.append((request, None, prompt))
@@ -187,7 +187,8 @@ def generate_assets(args: argparse.Namespace, context=None) -> tuple[list[Genera
         timeout=args.timeout or base.timeout,
         poll_interval=args.poll_interval or base.poll_interval,
     )
-    output = OutputOptions(resolution=args.resolution, texture_size=args.texture_size)
+    # Blender renders the turntable itself: no server-side video.
+    output = OutputOptions(resolution=args.resolution, texture_size=args.texture_size, turntable_frames=0)
     attributes = parse_attributes(args.attribute)
     sources = job_sources(args, prompts, photos, attributes, output)
     try:

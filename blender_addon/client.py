@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .protocol import Job, JobRequest, ServerInfo, error_detail_text
+from .protocol import Job, JobRequest, ServerInfo, error_detail_text, kind_info
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 MAX_PHOTO_BYTES = 20 * 1024 * 1024
@@ -212,7 +212,7 @@ class KilnClient:
 
     def create_job(self, request: JobRequest) -> Job:
         request.validate()
-        if request.kind == "photo_avatar":
+        if kind_info(request.kind).takes_photo:
             raise KilnError("photo avatars need a photo: use create_photo_job(photo, request)")
         return Job.from_dict(self.request_json("POST", "/v1/jobs", payload=request.to_dict()))
 

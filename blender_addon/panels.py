@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import bpy
 
-from .protocol import ACTIVE_STATES
+from .properties import MODE_TO_KIND
+from .protocol import ACTIVE_STATES, kind_info
 
 
 def attribute_text(entry) -> str:
@@ -99,7 +100,9 @@ class VIEW3D_PT_kiln(bpy.types.Panel):
         sub = row.row()
         sub.enabled = not settings.use_random_seed
         sub.prop(settings, "seed", text="")
-        col.prop(settings, "preset")
+        kind = settings.custom_kind.strip() or MODE_TO_KIND[settings.mode]
+        if kind_info(kind).reads("preset"):  # avatars have no presets
+            col.prop(settings, "preset")
         col.prop(settings, "resolution")
         col.prop(settings, "texture_size")
         if settings.mode in {"AVATAR", "PHOTO"}:

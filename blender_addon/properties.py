@@ -13,7 +13,7 @@ from bpy.props import (
     StringProperty,
 )
 
-from .protocol import SEED_MAX, JobRequest, OutputOptions
+from .protocol import SEED_MAX, JobRequest, OutputOptions, kind_info
 
 MODE_TO_KIND = {"OBJECT": "text_to_3d", "AVATAR": "avatar", "PHOTO": "photo_avatar"}
 
@@ -158,15 +158,19 @@ class KILN_PG_settings(bpy.types.PropertyGroup):
         seed = None if self.use_random_seed else min(self.seed, SEED_MAX)
         kind = self.custom_kind.strip() or MODE_TO_KIND[self.mode]
         attributes = {a.key.strip(): a.value.strip() for a in self.attributes if a.key.strip()}
+        reads = kind_info(kind).reads
         request = JobRequest(
             kind=kind,
             prompt=self.prompt.strip(),
-            negative_prompt=self.negative_prompt.strip() if kind == "text_to_3d" else "",
+            negative_prompt=self.negative_prompt.strip() if reads("negative_prompt") else "",
             seed=seed,
-            preset=self.preset,
-            attributes=attributes if kind != "text_to_3d" else {},
-            output=OutputOptions(resolution=self.resolution, texture_size=int(self.texture_size)),
-            variation=float(self.variation) if self.use_variation and kind != "text_to_3d" else None,
+            preset=self.preset if reads("preset") else "draft",
+            attributes=attributes if reads("attributes") else {},
+            # The panel renders its own turntable in Blender: no server-side video.
+            output=OutputOptions(
+                resolution=self.resolution, texture_size=int(self.texture_size), turntable_frames=0
+            ),
+            variation=float(self.variation) if self.use_variation and reads("variation") else None,
         )
         request.validate()
         return request

@@ -8,6 +8,7 @@ from typing import Any
 
 JOB_KINDS = ("avatar", "text_to_3d", "photo_avatar")
 PRESETS = ("draft", "standard", "high")
+PROMPT_MAX_CHARS = 1000
 ACTIVE_STATES = frozenset({"queued", "running"})
 TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 SEED_MAX = 2**31 - 1
@@ -23,6 +24,53 @@ def _check_range(name: str, value: int, low: int, high: int) -> None:
         raise ValueError(f"{name} is {value}; use a value from {low} to {high}")
 
 
+@dataclass(frozen=True)
+class KindInfo:
+    """What a job kind reads (the server's ``GET /v1/info`` ``engines``; core.pipelines.jobs.ENGINES)."""
+
+    fields: frozenset[str]
+    """Request fields the kind reads; the others are not sent."""
+    needs_prompt: bool = False
+    takes_photo: bool = False
+
+    def reads(self, name: str) -> bool:
+        return name in self.fields
+
+    @classmethod
+    def from_dict(cls, data: Any) -> KindInfo:
+        if not isinstance(data, dict):
+            return ANY_KIND
+        return cls(
+            frozenset(str(f) for f in data.get("fields") or ANY_KIND.fields),
+            bool(data.get("needs_prompt")),
+            bool(data.get("takes_photo")),
+        )
+
+
+REQUEST_FIELDS = frozenset(
+    {"prompt", "negative_prompt", "seed", "preset", "attributes", "guidance_scale", "variation", "output"}
+)
+ANY_KIND = KindInfo(REQUEST_FIELDS)
+"""A kind the add-on does not know (a server's ``--engine``): every field is sent."""
+_AVATAR_FIELDS = frozenset({"prompt", "seed", "attributes", "guidance_scale", "variation", "output"})
+KINDS: dict[str, KindInfo] = {
+    "avatar": KindInfo(_AVATAR_FIELDS),
+    "photo_avatar": KindInfo(_AVATAR_FIELDS, takes_photo=True),
+    "text_to_3d": KindInfo(
+        frozenset({"prompt", "negative_prompt", "seed", "preset", "guidance_scale", "output"}),
+        needs_prompt=True,
+    ),
+}
+"""The kinds of this version's server, before ``GET /v1/info`` says otherwise (tested against it)."""
+
+
+def kind_info(kind: str, server: ServerInfo | None = None) -> KindInfo:
+    """What ``kind`` reads: from the server when it said, else this version's table."""
+    if server is not None and kind in server.engines:
+        return server.engines[kind]
+    return KINDS.get(kind, ANY_KIND)
+
+
 @dataclass
 class OutputOptions:
     """What the server should produce besides the mesh itself."""
@@ -30,16 +78,17 @@ class OutputOptions:
     resolution: int = 128
     """Marching-cubes grid size (64 .. 512): more means finer geometry and a slower job."""
     texture_size: int = 1024
-    """Baked albedo texture edge in pixels (256 .. 4096)."""
-    turntable_frames: int = 0
-    """Frames of the server-side turntable video (0 = none; the add-on renders its own in Blender)."""
+    """Baked albedo texture edge in pixels (64 .. 4096)."""
+    turntable_frames: int = 36
+    """Frames of the server-side turntable video (0 = none; the panel asks for 0, since it
+    renders its own turntable in Blender)."""
     turntable_size: int = 256
     """Edge of the server-side turntable video in pixels (64 .. 1024)."""
 
     def validate(self) -> None:
         """Raise ValueError naming the field and its allowed range."""
         _check_range("mesh resolution", self.resolution, 64, 512)
-        _check_range("texture size", self.texture_size, 256, 4096)
+        _check_range("texture size", self.texture_size, 64, 4096)
         _check_range("turntable frames", self.turntable_frames, 0, 360)
         _check_range("turntable size", self.turntable_size, 64, 1024)
 
@@ -83,8 +132,10 @@ class JobRequest:
         # here; an unknown kind gets the server's 422 naming the kinds it runs.
         if not self.kind.replace("_", "").isalnum():
             raise ValueError(f"job kind {self.kind!r} is not a kind name; use one of {', '.join(JOB_KINDS)}")
-        if self.kind != "photo_avatar" and not self.prompt.strip():
+        if not kind_info(self.kind).takes_photo and not self.prompt.strip():
             raise ValueError("the prompt is empty; describe what to generate")
+        if len(self.prompt) > PROMPT_MAX_CHARS or len(self.negative_prompt) > PROMPT_MAX_CHARS:
+            raise ValueError(f"the prompt is longer than {PROMPT_MAX_CHARS} characters; shorten it")
         if self.preset not in PRESETS:
             raise ValueError(f"preset {self.preset!r} is unknown; use one of {', '.join(PRESETS)}")
         if self.seed is not None:
@@ -96,9 +147,9 @@ class JobRequest:
                 raise ValueError(f"avatar attribute {key!r} needs both a name and a value")
         self.output.validate()
 
-    def to_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "kind": self.kind,
+    def to_dict(self, server: ServerInfo | None = None) -> dict[str, Any]:
+        """The body, with only the fields the kind reads (a server refuses others set)."""
+        fields: dict[str, Any] = {
             "prompt": self.prompt,
             "negative_prompt": self.negative_prompt,
             "preset": self.preset,
@@ -107,10 +158,11 @@ class JobRequest:
             "output": self.output.to_dict(),
         }
         if self.seed is not None:
-            body["seed"] = int(self.seed)
+            fields["seed"] = int(self.seed)
         if self.variation is not None:
-            body["variation"] = float(self.variation)
-        return body
+            fields["variation"] = float(self.variation)
+        info = kind_info(self.kind, server)
+        return {"kind": self.kind, **{k: v for k, v in fields.items() if info.reads(k)}}
 
 
 @dataclass(frozen=True)
@@ -200,6 +252,8 @@ class ServerInfo:
     presets: tuple[str, ...] = PRESETS
     attributes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     queue_length: int = 0
+    engines: dict[str, KindInfo] = field(default_factory=dict)
+    """Per kind, what it reads; empty from servers older than this field."""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ServerInfo:
@@ -213,6 +267,7 @@ class ServerInfo:
                 str(k): tuple(str(v) for v in vs) for k, vs in (data.get("attributes") or {}).items()
             },
             queue_length=int(data.get("queue_length") or 0),
+            engines={str(k): KindInfo.from_dict(v) for k, v in (data.get("engines") or {}).items()},
         )
 
 
@@ -280,15 +335,14 @@ class AttributeReport:
         sources = mapping(data.get("sources"))
         photo = mapping(data.get("photo"))
         read = mapping(photo.get("read"))
-        # photo_avatar keeps the avatar job's record ("attributes": what the model got) and adds
-        # "requested" (photo + prompt + overrides merged); prefer the former, as the model saw it.
-        used = mapping(data.get("attributes")) or mapping(data.get("requested"))
+        used = mapping(data.get("attributes"))
+        confidences = mapping(data.get("confidences"))
         attributes = tuple(
             UsedAttribute(
                 str(name),
                 str(value),
                 str(sources.get(name) or ""),
-                confidence(read.get(name)) if sources.get(name) == "photo" else None,
+                _number(confidences.get(name)) if sources.get(name) == "photo" else None,
             )
             for name, value in used.items()
         )
@@ -305,9 +359,6 @@ class AttributeReport:
         )
         unknown = strings(data.get("unknown_words"))
         conflicts = strings(data.get("conflicts"))
-        if "unknown_words" not in data and "conflicts" not in data:
-            # An older photo record only has the parser's remarks as sentences.
-            conflicts = strings(data.get("prompt_notes"))
         seed = data.get("seed")
         return cls(
             attributes=attributes,
@@ -325,6 +376,13 @@ class AttributeReport:
             return cls.from_dict(json.loads(text))
         except ValueError:
             return cls()
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def error_detail_text(body: bytes | str | dict[str, Any] | None) -> str:

@@ -24,7 +24,7 @@ from starlette.datastructures import UploadFile
 
 from server import __version__
 from server.config import LOOPBACK_NAMES, ServerConfig, is_loopback
-from server.engines import PHOTO_KIND, available_kinds
+from server.engines import available_kinds, engine_table
 from server.guards import BodyLimit, HostOriginGuard, ServerTiming
 from server.notify import Notifier
 from server.schemas import (
@@ -34,7 +34,6 @@ from server.schemas import (
     Info,
     JobList,
     JobOut,
-    JobParams,
     _attribute_vocab,
     job_request_model,
 )
@@ -126,8 +125,11 @@ def create_app(config: ServerConfig) -> FastAPI:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     guard_pillow(config.max_image_pixels)
     kinds = available_kinds(config.extra_engines, config.only_kinds)
-    json_kinds = [k for k in kinds if k != PHOTO_KIND]
-    JobRequest = job_request_model(json_kinds)
+    table = engine_table(config.extra_engines)
+    json_kinds = [k for k in kinds if not table[k].takes_photo]
+    photo_kind = next((k for k in kinds if table[k].takes_photo), None)
+    JobRequest = job_request_model(json_kinds, table)
+    PhotoRequest = job_request_model([photo_kind] if photo_kind else [], table)
     notifier = Notifier()
     store = JobStore(config.data_dir / "jobs.sqlite3")
     supervisor = Supervisor(store, config, notifier.publish)
@@ -193,6 +195,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             **{k: supervisor.device.get(k) for k in ("device", "device_name", "device_warning")},
             "worker_threads": supervisor.device.get("torch_threads"),
             "kinds": kinds,
+            "engines": {k: table[k].describe() for k in kinds},
             "models": {
                 "text_to_3d": config.text_to_3d_model or "engine default",
                 "avatar": config.avatar_weights or "shipped weights",
@@ -227,7 +230,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def create_photo_job(request: Request) -> dict[str, Any]:
         """Create a photo_avatar job from a multipart upload: part ``photo``, optional part ``params``."""
         # 1. The route exists only with a photo engine; the form must be multipart.
-        if PHOTO_KIND not in kinds:
+        if photo_kind is None:
             raise HTTPException(
                 409, "this server has no photo_avatar engine installed; see GET /v1/info kinds"
             )
@@ -254,7 +257,9 @@ def create_app(config: ServerConfig) -> FastAPI:
                 )
             loaded.pop("kind", None)
             try:
-                params = JobParams.model_validate({"kind": PHOTO_KIND, **loaded}).model_dump(exclude={"kind"})
+                params = PhotoRequest.model_validate({"kind": photo_kind, **loaded}).model_dump(
+                    exclude={"kind"}
+                )
             except ValidationError as exc:
                 raise _validation_error(exc, ("body", "params")) from None
             # 3. The photo: size, format, pixels, full decode (off the event loop).
@@ -298,7 +303,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             "height": checked.height,
             "bytes": len(data),
         }
-        return submit(PHOTO_KIND, params, job_id=job_id)
+        return submit(photo_kind, params, job_id=job_id)
 
     @router.get("/jobs", response_model=JobList)
     async def list_jobs(

@@ -84,7 +84,7 @@ class ServerConfig:
     text_to_3d_model: str | None = None
     """Diffusion model hub id or local folder for text_to_3d; None = the engine's default."""
     avatar_weights: str | None = None
-    """Avatar model folder (model.safetensors + model.json), given to the worker as KILN_AVATAR_MODEL;
+    """Avatar model folder (model.safetensors + model.json), given to the worker in its EngineSettings;
     None = the model shipped in the repo."""
     cors_origins: tuple[str, ...] = ()
     """Browser origins allowed to call the API; empty = no CORS and cross-site requests refused."""

@@ -5,17 +5,14 @@ from __future__ import annotations
 import importlib.util
 import logging
 
-from core.pipelines.jobs import ENGINES
+from core.pipelines.jobs import ENGINES, EngineSpec, engine_spec
 
 log = logging.getLogger("kiln.server")
 
-PHOTO_KIND = "photo_avatar"
-"""The kind created by the photo upload route."""
 
-
-def engine_table(extra: dict[str, str]) -> dict[str, str]:
-    """Core engines overlaid with admin-registered ones (kind -> "module:function")."""
-    return {**ENGINES, **extra}
+def engine_table(extra: dict[str, str]) -> dict[str, EngineSpec]:
+    """Core engines overlaid with admin-registered ones (``core.pipelines.jobs.engine_spec``)."""
+    return {**ENGINES, **{kind: engine_spec(kind, target) for kind, target in extra.items()}}
 
 
 def _module_present(module: str) -> bool:
@@ -32,10 +29,10 @@ def available_kinds(extra: dict[str, str], only: tuple[str, ...] = ()) -> list[s
     gets a 422 naming the kinds that do work instead of a failed job.
     """
     kinds = []
-    for kind, target in sorted(engine_table(extra).items()):
+    for kind, spec in sorted(engine_table(extra).items()):
         if only and kind not in only:
             continue
-        module = target.partition(":")[0]
+        module = spec.entry.partition(":")[0]
         if _module_present(module):
             kinds.append(kind)
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -9,15 +10,17 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationInfo,
+    StrictInt,
     create_model,
     field_validator,
+    model_validator,
 )
+from pydantic_core import PydanticCustomError
 
-PROMPT_MAX_CHARS = 1000
-"""Longest prompt or negative prompt; text encoders read far fewer tokens than this."""
-SEED_MAX = 2**31 - 1
-PRESETS = ("draft", "standard", "high")
+from core.pipelines import jobs as contract
+
+PROMPT_MAX_CHARS = contract.PROMPT_MAX_CHARS
+PRESETS = contract.PRESETS
 
 
 def _encodable(text: str) -> str:
@@ -40,61 +43,49 @@ def _attribute_vocab() -> dict[str, tuple[str, ...]] | None:
     return VOCAB
 
 
+def _field(cls: type, name: str, **extra: Any) -> Any:
+    """A pydantic Field with the contract's default, limits and description for ``cls.name``."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    spec = dict(f.metadata)
+    limits = {k: spec[k] for k in ("ge", "le", "gt", "max_length") if k in spec}
+    if f.default_factory is not dataclasses.MISSING:
+        default = {"default_factory": f.default_factory}
+    else:
+        default = {"default": f.default}
+    floats = {"allow_inf_nan": False} if f.type in ("float | None", "float") else {}
+    return Field(**default, **limits, **floats, description=spec.get("doc", ""), **extra)
+
+
 class OutputOptions(BaseModel):
-    """What to make from the finished field."""
+    """What to make from the finished field (core.pipelines.jobs.OutputOptions)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    resolution: int = Field(128, ge=64, le=512, description="Marching-cubes grid size per axis.")
-    texture_size: int = Field(1024, ge=256, le=4096, description="Baked texture width and height in pixels.")
-    turntable_frames: int = Field(
-        36, ge=0, le=360, description="Frames of the turntable video; 0 = no video."
-    )
-    turntable_size: int = Field(
-        256, ge=64, le=1024, description="Turntable video width and height in pixels."
-    )
+    resolution: int = _field(contract.OutputOptions, "resolution")
+    texture_size: int = _field(contract.OutputOptions, "texture_size")
+    turntable_frames: int = _field(contract.OutputOptions, "turntable_frames")
+    turntable_size: int = _field(contract.OutputOptions, "turntable_size")
+
+
+Preset = Literal[contract.PRESETS]  # type: ignore[valid-type]
 
 
 class JobParams(BaseModel):
-    """Everything a job request holds except its kind (shared by the JSON and photo routes)."""
+    """Everything a job request holds except its kind (core.pipelines.jobs.JobParams)."""
 
     model_config = ConfigDict(extra="forbid")
 
     kind: str = Field("", description="Job kind; see GET /v1/info for the kinds this server runs.")
-    prompt: Text = Field("", max_length=PROMPT_MAX_CHARS, validate_default=True, description="What to make.")
-    negative_prompt: Text = Field("", max_length=PROMPT_MAX_CHARS, description="What to avoid.")
-    seed: int | None = Field(
-        None, ge=0, le=SEED_MAX, description="Random seed; omitted = random, echoed back."
+    prompt: Text = _field(contract.JobParams, "prompt", validate_default=True)
+    negative_prompt: Text = _field(contract.JobParams, "negative_prompt")
+    seed: StrictInt | None = _field(contract.JobParams, "seed")
+    preset: Preset = _field(contract.JobParams, "preset")
+    attributes: dict[Annotated[Text, Field(max_length=64)], Annotated[Text, Field(max_length=64)]] = _field(
+        contract.JobParams, "attributes"
     )
-    preset: Literal["draft", "standard", "high"] = Field("draft", description="Quality and time preset.")
-    attributes: dict[Annotated[Text, Field(max_length=64)], Annotated[Text, Field(max_length=64)]] = Field(
-        default_factory=dict, max_length=32, description="Avatar attribute overrides (GET /v1/info)."
-    )
-    guidance_scale: float | None = Field(
-        None,
-        gt=0,
-        le=100,
-        allow_inf_nan=False,
-        description="Classifier-free guidance; null = engine default.",
-    )
-    variation: float | None = Field(
-        None,
-        ge=0,
-        le=1.5,
-        allow_inf_nan=False,
-        description="Avatar kinds: how far each avatar strays from the mean look of its attributes "
-        "(0 = the mean, 1 = a full sample); null = the model's default.",
-    )
+    guidance_scale: float | None = _field(contract.JobParams, "guidance_scale")
+    variation: float | None = _field(contract.JobParams, "variation")
     output: OutputOptions = Field(default_factory=OutputOptions)
-
-    @field_validator("prompt")
-    @classmethod
-    def _prompt_needed(cls, prompt: str, info: ValidationInfo) -> str:
-        if info.data.get("kind") == "text_to_3d" and not prompt.strip():
-            raise ValueError(
-                "a text_to_3d job needs a prompt; describe the object, e.g. 'a red ceramic teapot'"
-            )
-        return prompt
 
     @field_validator("attributes")
     @classmethod
@@ -110,12 +101,40 @@ class JobParams(BaseModel):
         return attributes
 
 
-def job_request_model(kinds: list[str]) -> type[JobParams]:
-    """The POST /v1/jobs body, with ``kind`` restricted to the kinds this server runs."""
+def job_request_model(
+    kinds: list[str], table: dict[str, contract.EngineSpec] | None = None
+) -> type[JobParams]:
+    """The job body for ``kinds``, checked against their engines' rules (``table``, default the core's).
+
+    The rules: a kind that needs a prompt gets one, and a field the kind does not read is left out
+    or at its default.
+    """
     kind_type = Literal[tuple(kinds)] if kinds else Literal["none"]  # type: ignore[valid-type]
+    engines = dict(contract.ENGINES if table is None else table)
+
+    def fits_the_kind(self: JobParams) -> JobParams:
+        spec = engines.get(self.kind)
+        if spec is None:
+            return self
+        if spec.needs_prompt and not self.prompt.strip():
+            raise PydanticCustomError(
+                "prompt_missing",
+                "a {kind} job needs a prompt; {hint}",
+                {"kind": self.kind, "hint": spec.prompt_hint},
+            )
+        refused = spec.refused_fields(self.model_dump(exclude={"kind"}))
+        if refused:
+            raise PydanticCustomError(
+                "field_not_read",
+                "{kind} jobs do not read {fields}; leave them out",
+                {"kind": self.kind, "fields": ", ".join(refused)},
+            )
+        return self
+
     return create_model(
         "JobRequest",
         __base__=JobParams,
+        __validators__={"fits_the_kind": model_validator(mode="after")(fits_the_kind)},
         kind=(kind_type, Field(description="Job kind; photo_avatar jobs use POST /v1/jobs/photo.")),
     )
 
@@ -157,6 +176,11 @@ class Info(BaseModel):
     device_name: str = ""
     device_warning: str | None
     kinds: list[str]
+    engines: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per kind: the request fields it reads (others must be left out or at their "
+        "defaults), whether it needs a prompt, whether it takes a photo upload.",
+    )
     models: dict[str, str]
     queue_length: int
     running: str | None = Field(description="Id of the job running now, if any.")

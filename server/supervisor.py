@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from core.pipelines.jobs import EngineSettings
 from server.config import ServerConfig
 from server.store import CANCELLED, FAILED, RUNNING, SUCCEEDED, Artifact, JobRecord, JobStore
 from server.worker import INTERRUPTED_EXIT, worker_main
@@ -37,22 +38,25 @@ def job_dir(data_dir: Path, job_id: str) -> Path:
     return data_dir / "jobs" / job_id
 
 
-def engine_params(job: JobRecord, work_dir: Path, config: ServerConfig) -> dict[str, Any]:
-    """The params an engine sees: the stored request plus the photo's path and the text-to-3D model."""
+def engine_params(job: JobRecord, work_dir: Path) -> dict[str, Any]:
+    """The params an engine sees: the stored request, with the photo's path made absolute.
+
+    The upload's description (``photo``: file name, size) is for clients and stays in the store.
+    """
     params = dict(job.params)
-    if "photo_path" in params:
+    params.pop("photo", None)
+    if params.get("photo_path"):
         params["photo_path"] = str(work_dir / params["photo_path"])
-    if job.kind == "text_to_3d" and config.text_to_3d_model:
-        params["model"] = config.text_to_3d_model
     return params
 
 
-def worker_env(config: ServerConfig) -> dict[str, str]:
-    """Environment settings the worker and engines read (avatar model folder, torch threads)."""
-    env = {"KILN_AVATAR_MODEL": config.avatar_weights} if config.avatar_weights else {}
-    if config.worker_threads:
-        env["KILN_TORCH_THREADS"] = str(config.worker_threads)
-    return env
+def engine_settings(config: ServerConfig) -> EngineSettings:
+    """The operator's engine settings, handed to the worker when it starts."""
+    return EngineSettings(
+        text_model=config.text_to_3d_model,
+        avatar_weights=config.avatar_weights,
+        threads=config.worker_threads,
+    )
 
 
 def collect_artifacts(result: dict[str, str], work_dir: Path) -> list[Artifact]:
@@ -162,7 +166,7 @@ class Supervisor:
                 self.config.extra_engines,
                 os.getpid(),
                 self.config.worker_nice,
-                worker_env(self.config),
+                engine_settings(self.config),
             ),
             name="kiln-worker",
             # Not a daemon: engines may start processes of their own (daemons cannot). stop()
@@ -271,7 +275,7 @@ class Supervisor:
         t0 = time.monotonic()
         state: dict[str, Any] = {"stage": job.stage, "eta_from": None}
         kill_at: float | None = None
-        params = engine_params(job, work_dir, self.config)
+        params = engine_params(job, work_dir)
         with contextlib.suppress(OSError, ValueError):  # a dead worker is found below as a crash
             self._conn.send(("run", job.id, job.kind, params, str(work_dir)))
         while True:

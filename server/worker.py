@@ -3,7 +3,8 @@
 It is started with the ``spawn`` method (torch is loaded here, never in the server
 process) and talks to the supervisor over a Pipe:
 
-- supervisor -> worker: ``("run", job_id, kind, params, work_dir)``
+- supervisor -> worker: ``("run", job_id, kind, params, work_dir)``; the engine settings are
+  given once, when the worker starts
 - worker -> supervisor: ``("hello", info)``, ``("progress", job_id, stage, fraction, message)``,
   ``("done", job_id, {name: path})``, ``("cancelled", job_id)``, ``("failed", job_id, reason)``
 
@@ -133,7 +134,7 @@ def worker_main(
     extra_engines: dict[str, str],
     parent_pid: int,
     nice: int = 0,
-    env: dict[str, str] | None = None,
+    settings: Any = None,
 ) -> None:
     """Entry point of the worker process (``multiprocessing`` target)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s worker: %(message)s")
@@ -143,15 +144,17 @@ def worker_main(
         # Below the API's priority: on a shared CPU, status polls preempt the job, not the reverse.
         os.nice(nice)
 
-    os.environ.update(env or {})  # engine settings, e.g. KILN_AVATAR_MODEL
+    from core.pipelines.jobs import EngineSettings
+
+    settings = settings or EngineSettings()  # the operator's: text model, avatar weights, threads
 
     # 1. Device, threads and engine table; extra kinds go into the one table run_job reads.
     hello = {"pid": os.getpid(), **detect_device()}
     try:
         import torch
 
-        if os.environ.get("KILN_TORCH_THREADS"):
-            torch.set_num_threads(int(os.environ["KILN_TORCH_THREADS"]))
+        if settings.threads:
+            torch.set_num_threads(int(settings.threads))
         hello["torch_threads"] = torch.get_num_threads()
     except ImportError:
         pass
@@ -159,7 +162,8 @@ def worker_main(
     from core.pipelines import jobs
     from core.progress import Cancelled, Reporter
 
-    jobs.ENGINES.update(extra_engines)
+    for kind, target in extra_engines.items():
+        jobs.register_engine(kind, target)
 
     # 2. Run jobs until the supervisor closes the pipe.
     while True:
@@ -178,7 +182,7 @@ def worker_main(
         reporter = Reporter(report, cancel_event.is_set, min_interval=PROGRESS_INTERVAL_S)
         try:
             with _job_lock(work_dir):
-                result = jobs.run_job(kind, params, work_dir, reporter)
+                result = jobs.run_job(kind, params, work_dir, reporter, settings)
             _send(conn, ("done", job_id, {str(k): str(v) for k, v in result.items()}))
         except Cancelled:
             _send(conn, ("cancelled", job_id))

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.fields.base import Field
+from core.pipelines.jobs import OutputOptions, field_spec
 from core.progress import Reporter
 
-MIN_RESOLUTION = 64
-MAX_RESOLUTION = 512
+_LIMITS = field_spec(OutputOptions, "resolution")
+MIN_RESOLUTION, MAX_RESOLUTION = _LIMITS["ge"], _LIMITS["le"]
 
 
 class AssetError(ValueError):

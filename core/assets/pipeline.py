@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -12,10 +13,11 @@ from typing import Any
 
 from core.assets.cleanup import clean_mesh
 from core.assets.gltf import write_glb
-from core.assets.mesh import MAX_RESOLUTION, MIN_RESOLUTION, AssetError, extract_mesh
-from core.assets.texture import MAX_TEXTURE, MIN_TEXTURE, texture_mesh
+from core.assets.mesh import AssetError, extract_mesh
+from core.assets.texture import texture_mesh
 from core.assets.turntable import render_turntable
 from core.fields.base import Field
+from core.pipelines.jobs import OutputOptions
 from core.progress import Reporter
 
 GLB_NAME = "asset.glb"
@@ -24,29 +26,30 @@ PREVIEW_NAME = "preview.png"
 
 
 @dataclass
-class AssetOptions:
-    """How to turn a field into asset files. ``validate()`` names any field out of range."""
+class AssetOptions(OutputOptions):
+    """How to turn a field into asset files. ``validate()`` names any field out of range.
 
-    resolution: int = 256
-    """Marching-cubes samples along the longest bbox axis, 64..512."""
+    The four fields a job request sets (resolution, texture_size, turntable_frames,
+    turntable_size) and their defaults and ranges are the job contract's ``OutputOptions``.
+    """
+
     iso: float | None = None
     """Surface level of the field; None uses the field's default (0 for an SDF)."""
     max_faces: int | None = 50_000
     """Face budget after decimation (>= 1000), or None to keep every marching-cubes face."""
     min_component_fraction: float = 0.01
     """Disconnected pieces with less than this fraction of the total area are dropped, 0..0.5."""
-    texture_size: int = 1024
-    """Baked albedo texture edge in texels, 64..4096."""
     vertex_colors: bool = False
     """Write albedo as glTF vertex colours (COLOR_0) instead of the texture."""
-    turntable_frames: int = 36
-    """Frames in the turntable video, 0..360; 0 writes no video (the preview still is)."""
-    turntable_size: int = 256
-    """Square turntable frame size in pixels, 64..1024."""
     turntable_elevation: float = 15.0
     """Camera elevation of the turntable in degrees, -89..89."""
     turntable_fps: int = 24
     """Turntable frames per second, 1..60."""
+
+    @classmethod
+    def from_output(cls, output: OutputOptions, **extra: Any) -> AssetOptions:
+        """The asset path's options for a job's ``output``, plus any of the other fields."""
+        return cls(**dataclasses.asdict(output), **extra)
 
     def validate(self) -> AssetOptions:
         """Raise AssetError naming the first option out of range; return self when all are fine."""
@@ -56,10 +59,8 @@ class AssetOptions:
             if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
                 raise AssetError(f"AssetOptions.{name} must be an integer in {lo}..{hi}, got {value!r}")
 
-        check_int("resolution", MIN_RESOLUTION, MAX_RESOLUTION)
-        check_int("texture_size", MIN_TEXTURE, MAX_TEXTURE)
-        check_int("turntable_frames", 0, 360)
-        check_int("turntable_size", 64, 1024)
+        for f in dataclasses.fields(OutputOptions):
+            check_int(f.name, f.metadata["ge"], f.metadata["le"])
         check_int("turntable_fps", 1, 60)
         if self.max_faces is not None:
             check_int("max_faces", 1000, 10_000_000)

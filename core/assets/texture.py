@@ -10,10 +10,11 @@ from core.assets.child import ChildFailed, run_cancellable
 from core.assets.mesh import AssetError, Mesh, vertex_normals
 from core.assets.raster import Fragments, nearest_per_pixel, rasterize
 from core.fields.base import Field
+from core.pipelines.jobs import OutputOptions, field_spec
 from core.progress import Reporter
 
-MIN_TEXTURE = 64
-MAX_TEXTURE = 4096
+_LIMITS = field_spec(OutputOptions, "texture_size")
+MIN_TEXTURE, MAX_TEXTURE = _LIMITS["ge"], _LIMITS["le"]
 # Chart borders baked from their own chart; xatlas padding (in atlas texels) keeps charts
 # at least twice this far apart so the borders of two charts do not meet.
 BORDER_TEXELS = 1.5

@@ -10,8 +10,11 @@ from typing import Any
 
 import torch
 
-from core.avatar.vocab.attributes import ATTRIBUTE_NAMES, AttributeValueError, validate_partial
-from core.pipelines.jobs import JobError
+from core.avatar.reading.readings import MIN_CONFIDENCE
+from core.avatar.record import RECORD_NAME, AvatarRecord
+from core.avatar.vocab.attributes import AttributeValueError
+from core.avatar.vocab.resolve import Resolved, resolve
+from core.pipelines.jobs import EngineSettings, JobError, JobParams, OutputOptions
 from core.progress import Reporter
 
 
@@ -46,50 +49,37 @@ class AvatarResult:
     Attributes:
         planes: (n, 3, C, R, R) tri-planes.
         fields: one ``TriplaneField`` per avatar, for the asset path.
-        attributes: the attributes the model was conditioned on (the rest varied with the seed).
-        sources: attribute -> "prompt" or "request".
-        unknown_words: prompt words the parser did not understand.
-        conflicts: contradictions in the prompt and how they were resolved.
-        notes: other remarks of the parser.
-        completed: per avatar, the full attributes it was conditioned on when the model draws
-            the unspecified ones from its prior (``AvatarModel.completed_attributes``), else
-            the same partial attributes.
+        resolved: the asked-for attributes with their sources, and the parser's remarks.
+        completed: per avatar, the full attributes it was conditioned on (the model draws the
+            unspecified ones from its prior for each seed).
     """
 
     planes: torch.Tensor
     fields: list[Any]
-    attributes: dict[str, str]
-    sources: dict[str, str]
-    unknown_words: list[str]
-    conflicts: list[str]
-    notes: list[str]
+    resolved: Resolved
     completed: list[dict[str, str]] = field(default_factory=list)
 
+    @property
+    def attributes(self) -> dict[str, str]:
+        """The asked-for attributes the model was conditioned on (the rest varied with the seed)."""
+        return self.resolved.attributes
 
-def resolve_attributes(
-    prompt: str, overrides: dict[str, str] | None
-) -> tuple[dict[str, str], dict[str, str], Any]:
-    """Merge the prompt's attributes with explicit ``overrides`` (which win).
+    @property
+    def unknown_words(self) -> list[str]:
+        return list(self.resolved.unknown_words)
 
-    Returns:
-        (attributes, sources, parsed prompt).
+    @property
+    def conflicts(self) -> list[str]:
+        return list(self.resolved.conflicts)
 
-    Raises:
-        JobError: an override outside the vocabulary.
-    """
-    from core.avatar.vocab.prompt import parse_prompt
+
+def _load_model(weights: str | Path | None = None) -> Any:
+    from core.avatar.model import ModelError, default_model
 
     try:
-        explicit = validate_partial(dict(overrides or {}))
-    except AttributeValueError as e:
+        return default_model(weights)
+    except ModelError as e:
         raise JobError(str(e)) from e
-    parsed = parse_prompt(prompt or "")
-    merged, sources = {}, {}
-    for source, values in (("prompt", parsed.attributes), ("request", explicit)):
-        for k, v in values.items():
-            merged[k], sources[k] = v, source
-    ordered = {k: merged[k] for k in ATTRIBUTE_NAMES if k in merged}
-    return ordered, {k: sources[k] for k in ordered}, parsed
 
 
 def avatar(
@@ -97,24 +87,22 @@ def avatar(
     reporter: Reporter | None = None,
     model: Any = None,
     planes: torch.Tensor | None = None,
+    photo_reading: Any = None,
 ) -> AvatarResult:
     """Generate avatars for ``request`` (no files written).
 
-    Steps: 1. read the prompt and merge the explicit attributes; 2. load the model (the shipped
-    one unless ``model`` is given); 3. sample tri-planes with DDIM (progress stage "sample"),
-    unless ``planes`` from an earlier identical request are given.
+    Steps: 1. resolve the attributes (photo reading < prompt < explicit attributes); 2. load the
+    model (the shipped one unless ``model`` is given); 3. sample tri-planes with DDIM (progress
+    stage "sample"), unless ``planes`` from an earlier identical request are given.
     """
-    from core.avatar.model import ModelError, default_model
-
     reporter = reporter or Reporter()
     # 1. Attributes.
-    attrs, sources, parsed = resolve_attributes(request.prompt, request.attributes)
+    try:
+        resolved = resolve(request.prompt, request.attributes, photo_reading)
+    except AttributeValueError as e:
+        raise JobError(str(e)) from e
     # 2. Model.
-    if model is None:
-        try:
-            model = default_model()
-        except ModelError as e:
-            raise JobError(str(e)) from e
+    model = model if model is not None else _load_model()
     # 3. Sample.
     scale = model.default_guidance if request.guidance_scale is None else float(request.guidance_scale)
     reporter("sample", 0.0, "sampling tri-planes")
@@ -122,6 +110,7 @@ def avatar(
     def on_step(i: int, total: int) -> None:
         reporter("sample", (i + 1) / total, f"DDIM step {i + 1}/{total}")
 
+    attrs = resolved.attributes
     if planes is None:
         try:
             planes = model.generate(
@@ -132,19 +121,18 @@ def avatar(
     return AvatarResult(
         planes=planes,
         fields=[model.field(p) for p in planes],
-        attributes=attrs,
-        sources=sources,
-        unknown_words=list(parsed.unknown_words),
-        conflicts=list(parsed.conflicts),
-        notes=list(getattr(parsed, "notes", [])),
-        completed=model.completed_attributes(attrs, request.seed, len(planes))
-        if hasattr(model, "completed_attributes")
-        else [],
+        resolved=resolved,
+        completed=model.completed_attributes(attrs, request.seed, len(planes)),
     )
 
 
 def _sample_resumable(
-    request: AvatarRequest, path: Path, key: str, reporter: Reporter, model: Any = None
+    request: AvatarRequest,
+    path: Path,
+    key: str,
+    reporter: Reporter,
+    model: Any = None,
+    photo_reading: Any = None,
 ) -> tuple[AvatarResult, bool]:
     """``avatar()``, reusing the planes an earlier run of the same request (``key``) saved at ``path``.
 
@@ -153,7 +141,7 @@ def _sample_resumable(
     """
     saved = torch.load(path, weights_only=False) if path.exists() else {}
     reused = saved.get("key") == key
-    result = avatar(request, reporter, model, planes=saved["planes"] if reused else None)
+    result = avatar(request, reporter, model, saved["planes"] if reused else None, photo_reading)
     if not reused:
         tmp = path.with_suffix(".tmp")
         torch.save({"key": key, "planes": result.planes}, tmp)
@@ -161,88 +149,70 @@ def _sample_resumable(
     return result, reused
 
 
-def _drawn(asked: dict[str, str], completed: dict[str, str]) -> dict[str, str]:
-    """The attributes the seed chose, for people: a hat colour is left out when no hat was drawn."""
-    drawn = {k: v for k, v in completed.items() if k not in asked}
-    if completed.get("headwear") == "none":
-        drawn.pop("headwear_color", None)
-    return drawn
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
-def run_avatar_job(params: dict[str, Any], work_dir: Path, reporter: Reporter) -> dict[str, Path]:
-    """The ``avatar`` job (see core/pipelines/jobs.py and docs/API.md).
+def generate_avatar_job(
+    params: JobParams,
+    work_dir: Path,
+    reporter: Reporter,
+    settings: EngineSettings,
+    photo_reading: Any = None,
+) -> dict[str, Path]:
+    """Both avatar jobs: attributes -> tri-planes -> the asset path -> ``attributes.json``, once.
 
     Steps: 1. generate the tri-planes (or reuse ``checkpoints/avatar_planes.pt`` from an
     interrupted run of the same request); 2. run the asset path on the tri-plane field;
-    3. write ``attributes.json`` with the attributes used, words not understood and conflicts.
+    3. write the ``AvatarRecord``: the attributes with their sources (and the photo reading).
     """
     from core.assets import AssetOptions, build_asset
 
-    out = dict(params.get("output") or {})
-    options = AssetOptions(
-        resolution=int(out.get("resolution", 128)),
-        texture_size=int(out.get("texture_size", 1024)),
-        turntable_frames=int(out.get("turntable_frames", 36)),
-        turntable_size=int(out.get("turntable_size", 256)),
-    )
-    try:
-        options.validate()
-    except ValueError as e:
-        raise JobError(str(e)) from e
+    options = AssetOptions.from_output(params.output)
     request = AvatarRequest(
-        prompt=str(params.get("prompt") or ""),
-        attributes=dict(params.get("attributes") or {}),
-        seed=int(params.get("seed") or 0),
-        guidance_scale=params.get("guidance_scale"),
-        variation=params.get("variation"),
+        prompt=params.prompt,
+        attributes=dict(params.attributes),
+        seed=int(params.seed or 0),
+        guidance_scale=params.guidance_scale,
+        variation=params.variation,
     )
+    model = _load_model(settings.avatar_weights)
 
     # 1. Tri-planes, resumable.
     ckpt_dir = work_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = ckpt_dir / "avatar_planes.pt"
+    photo_json = photo_reading.to_json(MIN_CONFIDENCE) if photo_reading is not None else None
     key = json.dumps(
-        [request.prompt, request.attributes, request.seed, request.guidance_scale, request.variation],
+        [request.prompt, request.attributes, request.seed, request.guidance_scale, request.variation]
+        + ([photo_json["attributes"]] if photo_json else []),
         sort_keys=True,
     )
-    result, _ = _sample_resumable(request, ckpt, key, reporter.sub(0.0, 0.3))
+    result, _ = _sample_resumable(
+        request, ckpt_dir / "avatar_planes.pt", key, reporter.sub(0.0, 0.3), model, photo_reading
+    )
 
     # 2. The asset path.
     asset = build_asset(result.fields[0], work_dir, options, reporter.sub(0.3, 0.97), name="avatar")
 
     # 3. attributes.json.
-    _write_json_atomic(
-        work_dir / "attributes.json",
-        {
-            "prompt": request.prompt,
-            "attributes": result.attributes,
-            "sources": result.sources,
-            "unspecified": [n for n in ATTRIBUTE_NAMES if n not in result.attributes],
-            # What the seed chose for them, when the model draws unspecified attributes.
-            "drawn": _drawn(result.attributes, (result.completed[:1] or [{}])[0]),
-            "unknown_words": result.unknown_words,
-            "conflicts": result.conflicts,
-            "notes": result.notes,
-            "seed": request.seed,
-            "guidance_scale": request.guidance_scale,
-            "stats": asset.stats,
-        },
-    )
+    record = AvatarRecord.build(
+        request.prompt,
+        result.resolved,
+        (result.completed[:1] or [{}])[0],
+        request.seed,
+        request.guidance_scale,
+        request.variation,
+        photo=photo_json,
+        stats=asset.stats,
+    ).write(work_dir)
     reporter("done", 1.0, "avatar ready")
-    artifacts = {
-        "asset.glb": asset.glb,
-        "preview.png": asset.preview,
-        "attributes.json": work_dir / "attributes.json",
-    }
+    artifacts = {"asset.glb": asset.glb, "preview.png": asset.preview, RECORD_NAME: record}
     if asset.video is not None:
         artifacts["turntable.mp4"] = asset.video
     return artifacts
+
+
+def run_avatar_job(
+    params: JobParams, work_dir: Path, reporter: Reporter, settings: EngineSettings
+) -> dict[str, Path]:
+    """The ``avatar`` job (see core/pipelines/jobs.py and docs/API.md): a prompt and attributes."""
+    return generate_avatar_job(params, work_dir, reporter, settings)
 
 
 # ---------------------------------------------------------------------------------------
@@ -289,13 +259,7 @@ def make_batch(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     key = json.dumps(dataclasses.asdict(request), sort_keys=True)
-    if model is None:
-        from core.avatar.model import ModelError, default_model
-
-        try:
-            model = default_model()
-        except ModelError as e:
-            raise JobError(str(e)) from e
+    model = model if model is not None else _load_model()
     result, reused = _sample_resumable(request, out_dir / "planes.pt", key, reporter.sub(0.0, 0.2), model)
     dests = [out_dir / f"avatar_{i:03d}" for i in range(len(result.planes))]
     todo = [i for i, d in enumerate(dests) if not (d / "asset.glb").is_file()]
@@ -334,14 +298,16 @@ def make_batch(
             {
                 "index": i,
                 "glb": str(d / "asset.glb"),
-                "attributes": result.completed[i] if result.completed else result.attributes,
+                "attributes": result.completed[i],
                 "built_now": i in stats,
                 "stats": stats.get(i, before.get(i)),
             }
             for i, d in enumerate(dests)
         ],
     }
-    _write_json_atomic(out_dir / "batch.json", summary)
+    tmp = out_dir / "batch.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, out_dir / "batch.json")
     reporter("done", 1.0, f"{len(dests)} avatars in {out_dir}")
     return summary
 
@@ -374,8 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--workers", type=int, default=None, help="processes for the asset path (default: CPU cores)"
     )
-    ap.add_argument("--resolution", type=int, default=128)
-    ap.add_argument("--texture-size", type=int, default=1024)
+    ap.add_argument("--resolution", type=int, default=OutputOptions.resolution)
+    ap.add_argument("--texture-size", type=int, default=OutputOptions.texture_size)
     ap.add_argument("--turntable-frames", type=int, default=0, help="0 = no video (a preview still only)")
     args = ap.parse_args(argv)
     attrs = {}

@@ -25,14 +25,13 @@ from core.fields.hashgrid import HashGridConfig
 from core.fields.nerf import NeRFAssetField, NeRFField, NeRFFieldConfig
 from core.guidance.base import Guidance, GuidanceInput, SDSConfig
 from core.guidance.stable_diffusion import DEFAULT_MODEL
+from core.pipelines.jobs import PRESETS, EngineSettings, JobError, JobParams, OutputOptions
 from core.progress import ProgressEvent, Reporter
 from core.render.background import FixedBackground, MLPBackground, RandomSolidBackground
 from core.render.cameras import CameraBatch, CameraConfig, camera_rays, orbit_cameras, sample_cameras
 from core.render.occupancy import OccupancyConfig, OccupancyGrid
 from core.render.shading import Shading, ShadingConfig, albedo_shading, sample_shading
 from core.render.volume import RendererConfig, RenderOutput, VolumeRenderer
-
-PRESETS = ("draft", "standard", "high")
 
 
 class TextTo3DError(ValueError):
@@ -491,26 +490,29 @@ def text_to_3d(
     )
 
 
-def request_from_params(params: dict[str, Any], work_dir: Path | None) -> TextTo3DRequest:
-    """A request from the job parameters of docs/API.md (plus an optional "model")."""
+def request_from_params(
+    params: JobParams, work_dir: Path | None, settings: EngineSettings | None = None
+) -> TextTo3DRequest:
+    """A request from the job contract's parameters and the operator's engine settings."""
+    settings = settings or EngineSettings()
     return TextTo3DRequest(
-        prompt=str(params.get("prompt") or ""),
-        negative_prompt=str(params.get("negative_prompt") or ""),
-        seed=int(params.get("seed") or 0),
-        preset=str(params.get("preset") or "draft"),
-        guidance_scale=params.get("guidance_scale"),
-        model=str(params.get("model") or DEFAULT_MODEL),
+        prompt=params.prompt,
+        negative_prompt=params.negative_prompt,
+        seed=int(params.seed or 0),
+        preset=params.preset,
+        guidance_scale=params.guidance_scale,
+        model=settings.text_model or DEFAULT_MODEL,
         work_dir=work_dir,
-        steps=params.get("steps"),
+        device=settings.device,
     )
 
 
-def run_text_to_3d_job(params: dict[str, Any], work_dir: Path, reporter: Reporter) -> dict[str, Path]:
-    """The ``text_to_3d`` job: train (0-85 % of progress), then the asset path (85-100 %).
+def make_asset(
+    request: TextTo3DRequest, output: OutputOptions, work_dir: Path, reporter: Reporter
+) -> dict[str, Path]:
+    """Train (0-85 % of progress), then the asset path (85-100 %); the job and the CLI share it.
 
-    ``params`` are those of docs/API.md plus optional ``model`` (hub id or local folder) and
-    ``steps`` (override of the preset). Checkpoints live in ``work_dir / "checkpoints"``; a
-    restarted job resumes from the last one.
+    Checkpoints live in ``work_dir / "checkpoints"``; a restarted run resumes from the last one.
 
     Returns:
         ``asset.glb``, ``preview.png`` and (when turntable frames > 0) ``turntable.mp4`` to
@@ -518,20 +520,12 @@ def run_text_to_3d_job(params: dict[str, Any], work_dir: Path, reporter: Reporte
     """
     from core.assets import AssetOptions, build_asset
     from core.guidance.stable_diffusion import resolve_model
-    from core.pipelines.jobs import JobError
 
     # 1. Check everything that can be checked before minutes of training.
-    request = request_from_params(params, work_dir)
-    out = params.get("output") or {}
     try:
         _check_request(request)
         resolve_model(request.model)
-        options = AssetOptions(
-            resolution=int(out.get("resolution", 128)),
-            texture_size=int(out.get("texture_size", 1024)),
-            turntable_frames=int(out.get("turntable_frames", 36)),
-            turntable_size=int(out.get("turntable_size", 256)),
-        ).validate()
+        options = AssetOptions.from_output(output).validate()
     except ValueError as exc:  # TextTo3DError, GuidanceError, AssetError: each says what to do
         raise JobError(str(exc)) from exc
 
@@ -545,6 +539,13 @@ def run_text_to_3d_job(params: dict[str, Any], work_dir: Path, reporter: Reporte
     if asset.video is not None:
         artifacts["turntable.mp4"] = asset.video
     return {name: Path(path) for name, path in artifacts.items()}
+
+
+def run_text_to_3d_job(
+    params: JobParams, work_dir: Path, reporter: Reporter, settings: EngineSettings
+) -> dict[str, Path]:
+    """The ``text_to_3d`` job (core/pipelines/jobs.py): the guidance model is the operator's."""
+    return make_asset(request_from_params(params, work_dir, settings), params.output, work_dir, reporter)
 
 
 class _ProgressBar:
@@ -581,31 +582,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="override the preset's step count")
     parser.add_argument("--guidance-scale", type=float, default=None)
     parser.add_argument("--out", type=Path, required=True, help="output folder (also holds checkpoints)")
-    parser.add_argument("--resolution", type=int, default=128, help="marching-cubes grid")
-    parser.add_argument("--texture-size", type=int, default=1024)
-    parser.add_argument("--turntable-frames", type=int, default=36, help="0 for no video")
-    parser.add_argument("--turntable-size", type=int, default=256)
+    out = OutputOptions()
+    parser.add_argument("--resolution", type=int, default=out.resolution, help="marching-cubes grid")
+    parser.add_argument("--texture-size", type=int, default=out.texture_size)
+    parser.add_argument("--turntable-frames", type=int, default=out.turntable_frames, help="0 for no video")
+    parser.add_argument("--turntable-size", type=int, default=out.turntable_size)
     args = parser.parse_args(argv)
-    from core.pipelines.jobs import JobError
-
-    params = {
-        "prompt": args.prompt,
-        "negative_prompt": args.negative_prompt,
-        "seed": args.seed,
-        "preset": args.preset,
-        "guidance_scale": args.guidance_scale,
-        "model": args.model,
-        "steps": args.steps,
-        "output": {
-            "resolution": args.resolution,
-            "texture_size": args.texture_size,
-            "turntable_frames": args.turntable_frames,
-            "turntable_size": args.turntable_size,
-        },
-    }
+    request = TextTo3DRequest(
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        seed=args.seed,
+        preset=args.preset,
+        guidance_scale=args.guidance_scale,
+        model=args.model,
+        work_dir=args.out,
+        steps=args.steps,
+    )
+    output = OutputOptions(args.resolution, args.texture_size, args.turntable_frames, args.turntable_size)
     args.out.mkdir(parents=True, exist_ok=True)
     try:
-        artifacts = run_text_to_3d_job(params, args.out, Reporter(_ProgressBar(), min_interval=0.2))
+        artifacts = make_asset(request, output, args.out, Reporter(_ProgressBar(), min_interval=0.2))
     except JobError as exc:
         sys.stderr.write(f"\nerror: {exc}\n")
         return 2

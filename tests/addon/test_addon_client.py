@@ -137,15 +137,14 @@ def test_create_job_sends_the_documented_body(server, make_job):
     assert job.state == "queued" and job.seed == 7
     body = json.loads(server.seen[-1].body)
     assert server.seen[-1].headers["content-type"] == "application/json"
-    # seed omitted when None (the server picks one and echoes it back in params).
+    # seed omitted when None (the server picks one and echoes it back in params); an avatar
+    # reads no preset or negative prompt, so neither is sent.
     assert body == {
         "kind": "avatar",
         "prompt": "a woman with a red bob",
-        "negative_prompt": "",
-        "preset": "draft",
         "attributes": {"hair_style": "bob"},
         "guidance_scale": None,
-        "output": {"resolution": 64, "texture_size": 256, "turntable_frames": 0, "turntable_size": 256},
+        "output": {"resolution": 64, "texture_size": 256, "turntable_frames": 36, "turntable_size": 256},
     }
 
 
@@ -165,7 +164,8 @@ def test_photo_job_is_multipart_with_photo_and_params(server, make_job, tmp_path
     assert parts["photo"].get_content_type() == "image/png"
     assert parts["photo"].get_filename() == "face.png"
     params = json.loads(parts["params"].get_payload(decode=True))
-    assert "kind" not in params and params["seed"] == 3 and params["preset"] == "standard"
+    # photo_avatar reads no preset, so it is not sent (a server refuses one it would ignore).
+    assert "kind" not in params and params["seed"] == 3 and "preset" not in params
 
 
 @pytest.mark.parametrize(

@@ -180,6 +180,7 @@ def test_attributes_json_is_downloaded_and_read_with_the_glb(server, make_job, t
     record = {
         "attributes": {"hair_style": "bob", "skin_tone": "tan"},
         "sources": {"hair_style": "prompt", "skin_tone": "photo"},
+        "confidences": {"skin_tone": 0.9},
         "photo": {"read": {"skin_tone": {"value": "tan", "confidence": 0.9, "used": True}}},
         "unknown_words": ["flurble"],
         "conflicts": [],

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
-
 import pytest
 
 from blender_addon.protocol import (
@@ -56,8 +53,8 @@ def test_job_without_id_says_what_is_wrong():
 def test_output_ranges_name_the_field():
     with pytest.raises(ValueError, match="mesh resolution is 600; use a value from 64 to 512"):
         OutputOptions(resolution=600).validate()
-    with pytest.raises(ValueError, match="texture size is 100; use a value from 256 to 4096"):
-        OutputOptions(texture_size=100).validate()
+    with pytest.raises(ValueError, match="texture size is 10; use a value from 64 to 4096"):
+        OutputOptions(texture_size=10).validate()
     OutputOptions(64, 256, 0, 64).validate()
     OutputOptions(512, 4096, 360, 1024).validate()
 
@@ -126,17 +123,14 @@ def test_attribute_report_of_an_avatar_job():
     )
 
 
-def test_attribute_report_of_the_real_photo_job_record(tmp_path, monkeypatch):
-    # core/pipelines/photo_avatar.py's own step 3 writes the record: the photo reading and the
-    # avatar job are stand-ins (no face detector, no model), the merging and the file are real.
-    import types
-
+def test_attribute_report_of_the_real_photo_job_record(tmp_path):
+    # The record core writes for a photo avatar (resolve + AvatarRecord, as generate_avatar_job
+    # does), read back by the add-on: the merging and the file are real, the reading is a stand-in.
     import numpy as np
 
     from core.avatar.reading import PhotoReading, Reading
-    from core.avatar.vocab.prompt import parse_prompt
-    from core.pipelines import photo_avatar
-    from core.progress import Reporter
+    from core.avatar.record import AvatarRecord
+    from core.avatar.vocab.resolve import resolve
 
     reading = PhotoReading(
         readings={
@@ -148,33 +142,11 @@ def test_attribute_report_of_the_real_photo_job_record(tmp_path, monkeypatch):
         landmarks=np.zeros((478, 2)),
         warnings=("the face is small in the photo",),
     )
-    monkeypatch.setattr(photo_avatar, "read_photo", lambda _photo: reading)
-
-    def run_avatar_job(params, work_dir, reporter):
-        # What run_avatar_job writes, from the attributes the photo job hands it.
-        parsed = parse_prompt(params["prompt"])
-        record = {
-            "prompt": params["prompt"],
-            "attributes": dict(params["attributes"]),
-            "sources": {k: "request" for k in params["attributes"]},
-            "unknown_words": list(parsed.unknown_words),
-            "conflicts": list(parsed.conflicts),
-            "seed": params["seed"],
-        }
-        (work_dir / "attributes.json").write_text(json.dumps(record))
-        return {"asset.glb": work_dir / "asset.glb"}
-
-    monkeypatch.setitem(
-        sys.modules, "core.pipelines.avatar", types.SimpleNamespace(run_avatar_job=run_avatar_job)
-    )
-    params = {
-        "photo_path": "face.png",
-        "prompt": "with a red cap and a zorble",
-        "attributes": {"beard": "stubble"},
-        "seed": 77,
-    }
-    artifacts = photo_avatar.run_photo_avatar_job(params, tmp_path, Reporter())
-    report = AttributeReport.from_json(artifacts["attributes.json"].read_bytes())
+    resolved = resolve("with a red cap and a zorble", {"beard": "stubble"}, reading)
+    path = AvatarRecord.build(
+        "with a red cap and a zorble", resolved, {}, 77, None, None, photo=reading.to_json()
+    ).write(tmp_path)
+    report = AttributeReport.from_json(path.read_bytes())
     used = {a.name: (a.value, a.source, a.confidence) for a in report.attributes}
     assert used["skin_tone"] == ("tan", "photo", 0.91)
     assert used["hair_color"] == ("brown", "photo", 0.8)

@@ -30,9 +30,9 @@ def test_shipped_weights_are_small_and_described():
 
 
 def test_shipped_model_generates_a_head_mesh_for_a_prompt(model):
-    from core.pipelines.avatar import resolve_attributes
+    from core.avatar.vocab.resolve import resolve
 
-    attrs, _, _ = resolve_attributes("a young woman with a blonde ponytail and round glasses", None)
+    attrs = resolve("a young woman with a blonde ponytail and round glasses").attributes
     planes = model.generate(attrs, seed=1)
     assert planes.shape == (1, *model.plane_shape)
     mesh = extract_mesh(model.field(planes[0]), 64)

@@ -19,8 +19,7 @@ from core.avatar.reading import face as fm  # noqa: E402
 from core.avatar.reading import read_attributes, read_photo  # noqa: E402
 from core.avatar.reading.colour import rgb_to_lab  # noqa: E402
 from core.avatar.reading.photo import MAX_PIXELS, WORK_SIDE, PhotoError, load_photo  # noqa: E402
-from core.pipelines.jobs import JobError  # noqa: E402
-from core.pipelines.photo_avatar import run_photo_avatar_job  # noqa: E402
+from core.pipelines.jobs import JobError, run_job  # noqa: E402
 from core.progress import Reporter  # noqa: E402
 
 
@@ -87,7 +86,7 @@ def test_bad_inputs_raise_photo_error(astronaut, tmp_path: Path, make, reason: s
     work = tmp_path / "job"
     work.mkdir()
     with pytest.raises(JobError, match=words):
-        run_photo_avatar_job({"photo_path": str(photo), "seed": 0}, work, Reporter())
+        run_job("photo_avatar", {"photo_path": str(photo), "seed": 0}, work, Reporter())
     assert list(work.iterdir()) == []
 
 
@@ -105,7 +104,7 @@ def test_missing_file_and_missing_photo_path(tmp_path: Path):
     with pytest.raises(PhotoError, match="does not exist"):
         load_photo(tmp_path / "nope.jpg")
     with pytest.raises(JobError, match="needs a photo"):
-        run_photo_avatar_job({"seed": 0}, tmp_path, Reporter())
+        run_job("photo_avatar", {"seed": 0}, tmp_path, Reporter())
     assert list(tmp_path.iterdir()) == []
 
 
@@ -215,7 +214,7 @@ def test_blank_image_has_no_face(tmp_path: Path):
     work = tmp_path / "job"
     work.mkdir()
     with pytest.raises(JobError, match="no face found"):
-        run_photo_avatar_job({"photo_path": str(photo), "prompt": "a red cap"}, work, Reporter())
+        run_job("photo_avatar", {"photo_path": str(photo), "prompt": "a red cap"}, work, Reporter())
     assert list(work.iterdir()) == []
 
 
@@ -319,11 +318,12 @@ def test_grace_hopper_photo_from_matplotlib():
 
 
 def test_prompt_words_and_request_override_the_photo(astronaut, tmp_path: Path):
-    from core.pipelines.photo_avatar import plan_photo_avatar
+    from core.avatar.vocab.resolve import resolve
 
-    base = read_photo(_encode(astronaut)).attributes()
+    reading = read_photo(_encode(astronaut))
+    base = reading.attributes()
     assert base.get("glasses") == "none" and "skin_tone" in base
-    plan = plan_photo_avatar(_encode(astronaut), "but with a red cap and blue hair", {"glasses": "round"})
+    plan = resolve("but with a red cap and blue hair", {"glasses": "round"}, reading)
     assert plan.attributes["headwear"] == "cap" and plan.attributes["headwear_color"] == "red"
     assert plan.attributes["hair_color"] == "blue" and plan.sources["hair_color"] == "prompt"
     assert plan.attributes["glasses"] == "round" and plan.sources["glasses"] == "request"
@@ -355,7 +355,7 @@ def test_photo_job_end_to_end_with_a_smoke_model(astronaut, tmp_path: Path, monk
         "attributes": {"glasses": "round"},
         "output": {"resolution": 64, "texture_size": 256, "turntable_frames": 0},
     }
-    artifacts = run_photo_avatar_job(params, tmp_path / "job", Reporter(callback=events.append))
+    artifacts = run_job("photo_avatar", params, tmp_path / "job", Reporter(callback=events.append))
 
     assert {"asset.glb", "preview.png", "attributes.json"} <= set(artifacts)
     assert artifacts["asset.glb"].read_bytes()[:4] == b"glTF"
@@ -427,7 +427,7 @@ def test_job_reads_a_photo_path_relative_to_the_job_folder(tmp_path: Path):
     (tmp_path / "input").mkdir()
     (tmp_path / "input" / "photo.png").write_bytes(_encode(np.full((128, 128, 3), 90, np.uint8)))
     with pytest.raises(JobError, match="no face found"):  # found and read, not "does not exist"
-        run_photo_avatar_job({"photo_path": "input/photo.png"}, tmp_path, Reporter())
+        run_job("photo_avatar", {"photo_path": "input/photo.png"}, tmp_path, Reporter())
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
         "input",
         "input/photo.png",

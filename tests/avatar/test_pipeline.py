@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from core.pipelines.avatar import AvatarRequest, avatar, resolve_attributes, run_avatar_job
+from core.avatar.vocab.resolve import resolve
+from core.pipelines.avatar import AvatarRequest, avatar
 from core.pipelines.jobs import JobError, run_job
 from core.progress import Cancelled, Reporter
 
@@ -17,9 +18,8 @@ SMALL = {"resolution": 64, "texture_size": 256, "turntable_frames": 2, "turntabl
 
 
 def test_explicit_attributes_win_over_the_prompt():
-    attrs, sources, parsed = resolve_attributes(
-        "a woman with a red bob and round glasses", {"glasses": "square"}
-    )
+    resolved = resolve("a woman with a red bob and round glasses", {"glasses": "square"})
+    attrs, sources = resolved.attributes, resolved.sources
     assert attrs["hair_style"] == "bob" and attrs["hair_color"] == "red"
     assert attrs["glasses"] == "square" and sources["glasses"] == "request"
     assert sources["hair_style"] == "prompt"
@@ -27,7 +27,7 @@ def test_explicit_attributes_win_over_the_prompt():
 
 def test_unknown_override_is_a_job_error():
     with pytest.raises(JobError, match="use one of"):
-        resolve_attributes("", {"hair_style": "mohawk"})
+        avatar(AvatarRequest(attributes={"hair_style": "mohawk"}))
 
 
 @pytest.mark.slow
@@ -67,7 +67,7 @@ def test_job_writes_artifacts_and_reports_what_it_understood(tmp_path):
     assert any(e.stage == "sample" for e in events)
     # Resume: the sampled planes were checkpointed and are reused bit for bit.
     saved = torch.load(tmp_path / "checkpoints" / "avatar_planes.pt", weights_only=False)
-    again = run_avatar_job(params, tmp_path, Reporter())
+    again = run_job("avatar", params, tmp_path, Reporter())
     assert torch.equal(torch.load(tmp_path / "checkpoints" / "avatar_planes.pt", weights_only=False)["planes"],
                        saved["planes"])  # fmt: skip
     assert again["asset.glb"].is_file()
@@ -75,11 +75,11 @@ def test_job_writes_artifacts_and_reports_what_it_understood(tmp_path):
 
 def test_bad_requests_fail_before_any_file_is_written(tmp_path):
     with pytest.raises(JobError, match="use one of"):
-        run_avatar_job({"attributes": {"glasses": "monocle"}, "output": SMALL}, tmp_path / "a", Reporter())
+        run_job("avatar", {"attributes": {"glasses": "monocle"}, "output": SMALL}, tmp_path / "a", Reporter())
     with pytest.raises(JobError, match="guidance_scale"):
-        run_avatar_job({"guidance_scale": 50.0, "output": SMALL}, tmp_path / "b", Reporter())
+        run_job("avatar", {"guidance_scale": 50.0, "output": SMALL}, tmp_path / "b", Reporter())
     with pytest.raises(JobError):
-        run_avatar_job({"output": {**SMALL, "resolution": 4}}, tmp_path / "c", Reporter())
+        run_job("avatar", {"output": {**SMALL, "resolution": 4}}, tmp_path / "c", Reporter())
     assert not (tmp_path / "a" / "asset.glb").exists()
     assert not (tmp_path / "b" / "asset.glb").exists()
 
@@ -130,7 +130,7 @@ def test_variation_reaches_the_model_and_out_of_range_is_a_job_error(tmp_path):
     b = avatar(AvatarRequest(prompt="a man with a beanie", seed=4, steps=5, variation=1.0))
     assert not torch.equal(a.planes, b.planes)
     with pytest.raises(JobError, match="variation"):
-        run_avatar_job({"variation": 9.0, "output": SMALL}, tmp_path, Reporter())
+        run_job("avatar", {"variation": 9.0, "output": SMALL}, tmp_path, Reporter())
 
 
 def test_batch_cli_says_how_to_recover_from_an_unwritable_folder(tmp_path, capsys):

@@ -18,7 +18,6 @@ and provenance of it run against a real server.
 from __future__ import annotations
 
 import io
-import json
 import os
 import time
 from pathlib import Path
@@ -82,7 +81,8 @@ def write_glb(path: Path, seed: int, photo: Path | None = None) -> None:
     os.replace(tmp, path)
 
 
-def run_job(params: dict[str, Any], work_dir: Path, reporter: Reporter) -> dict[str, Path]:
+def run_job(job: Any, work_dir: Path, reporter: Reporter, settings: Any = None) -> dict[str, Path]:
+    params = job.to_dict()
     prompt = str(params.get("prompt", ""))
     if "__fail__" in prompt:
         raise JobError("the test engine was asked to fail; remove __fail__ from the prompt")
@@ -104,38 +104,27 @@ def run_job(params: dict[str, Any], work_dir: Path, reporter: Reporter) -> dict[
 
 
 def write_attributes(params: dict[str, Any], work_dir: Path, photo: bool) -> Path:
-    """attributes.json as core/pipelines/avatar.py (and photo_avatar.py for photos) write it."""
-    from core.avatar.vocab.prompt import parse_prompt
+    """attributes.json through the avatar jobs' own record, with a fixed photo reading for photos."""
+    from core.avatar.reading import PhotoReading, Reading
+    from core.avatar.record import AvatarRecord
+    from core.avatar.vocab.resolve import resolve
 
-    parsed = parse_prompt(str(params.get("prompt") or ""))
-    merged, sources = {}, {}
-    layers = [("prompt", parsed.attributes), ("request", dict(params.get("attributes") or {}))]
+    reading = None
     if photo:
-        layers.insert(0, ("photo", {"skin_tone": "tan"}))
-    for source, values in layers:
-        for name, value in values.items():
-            merged[name], sources[name] = value, source
-    record: dict[str, Any] = {
-        "prompt": params.get("prompt") or "",
-        "attributes": merged,
-        "sources": sources,
-        "unknown_words": list(parsed.unknown_words),
-        "conflicts": list(parsed.conflicts),
-        "notes": [],
-        "seed": params.get("seed"),
-    }
-    if photo:
-        record["requested"] = merged
-        record["photo"] = {
-            "attributes": {"skin_tone": "tan"},
-            "read": {
-                "skin_tone": {"value": "tan", "confidence": 0.9, "used": True, "evidence": "test"},
-                "glasses": {"value": "round", "confidence": 0.3, "used": False, "evidence": "test"},
-            },
-            "not_read": [],
-            "min_confidence": 0.5,
-            "warnings": ["the face is small in the photo"],
-        }
-    path = work_dir / "attributes.json"
-    path.write_text(json.dumps(record, indent=2))
-    return path
+        reading = PhotoReading(
+            readings={"skin_tone": Reading("tan", 0.9, "test"), "glasses": Reading("round", 0.3, "test")},
+            face_box=(0.0, 0.0, 1.0, 1.0),
+            landmarks=np.zeros((478, 2)),
+            warnings=("the face is small in the photo",),
+        )
+    resolved = resolve(str(params.get("prompt") or ""), dict(params.get("attributes") or {}), reading)
+    record = AvatarRecord.build(
+        str(params.get("prompt") or ""),
+        resolved,
+        {},
+        int(params.get("seed") or 0),
+        None,
+        None,
+        photo=reading.to_json() if reading is not None else None,
+    )
+    return record.write(work_dir)

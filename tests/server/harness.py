@@ -39,7 +39,7 @@ class EngineCase:
 
 def shipped_avatar_model() -> Path | None:
     """The avatar model folder the engine would load by default, if its files exist."""
-    folder = Path(os.environ.get("KILN_AVATAR_MODEL") or REPO / "core" / "avatar" / "weights")
+    folder = Path(os.environ.get("KILN_AVATAR_MODEL") or REPO / "core" / "avatar" / "model" / "weights")
     return folder if (folder / "model.safetensors").is_file() and (folder / "model.json").is_file() else None
 
 

@@ -127,8 +127,9 @@ def _export(field: SphereField, out: Path, params: dict[str, Any], reporter: Rep
     return files
 
 
-def run_slow_job(params: dict[str, Any], work_dir: Path, reporter: Reporter) -> dict[str, Path]:
+def run_slow_job(job: Any, work_dir: Path, reporter: Reporter, settings: Any = None) -> dict[str, Path]:
     """Checkpointed steps then a real asset; see the module docstring."""
+    params = job.to_dict()
     steps = int(os.environ.get("KILN_SLOW_STEPS", "6"))
     step_s = float(os.environ.get("KILN_SLOW_STEP_S", "0.3"))
     prompt = params.get("prompt", "")
@@ -168,8 +169,9 @@ def run_slow_job(params: dict[str, Any], work_dir: Path, reporter: Reporter) -> 
     return files
 
 
-def run_fast_job(params: dict[str, Any], work_dir: Path, reporter: Reporter) -> dict[str, Path]:
+def run_fast_job(job: Any, work_dir: Path, reporter: Reporter, settings: Any = None) -> dict[str, Path]:
     """A job of a few milliseconds that returns only attributes.json echoing its params."""
+    params = job.to_dict()
     reporter("echo", 0.5, "echoing")
     path = work_dir / "attributes.json"
     _write_atomic(path, json.dumps({"params": params, "pid": os.getpid()}).encode())

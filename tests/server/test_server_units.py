@@ -200,11 +200,12 @@ def test_worker_threads_setting_reaches_the_worker(server_factory) -> None:
     import time
 
     from server.__main__ import config_from_args
-    from server.supervisor import worker_env
+    from server.supervisor import engine_settings
 
     with pytest.raises(SystemExit):
         config_from_args(["--worker-threads", "0"])
-    assert worker_env(config_from_args(["--worker-threads", "1"]))["KILN_TORCH_THREADS"] == "1"
+    settings = engine_settings(config_from_args(["--worker-threads", "1", "--avatar-weights", "/m"]))
+    assert settings.threads == 1 and settings.avatar_weights == "/m" and settings.text_model is None
     server = server_factory(["--worker-threads", "1"]).start()
     deadline = time.monotonic() + 60
     while (info := server.info())["device"] == "starting" and time.monotonic() < deadline:

@@ -145,18 +145,24 @@ def test_cli_reports_bad_input_without_training(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_job_writes_glb_video_and_preview(tiny_sd, tmp_path):
-    from core.pipelines.jobs import run_job
+def test_job_writes_glb_video_and_preview(tiny_sd, tmp_path, monkeypatch):
+    from core.pipelines import text_to_3d as engine
+    from core.pipelines.jobs import EngineSettings, run_job
 
+    draft = engine.preset_config("draft")
+    monkeypatch.setattr(
+        engine,
+        "preset_config",
+        lambda p: dataclasses.replace(draft, train=dataclasses.replace(draft.train, steps=2)),
+    )
     params = {
         "prompt": "a red chair",
         "seed": 1,
         "preset": "draft",
-        "model": str(tiny_sd),
-        "steps": 2,
         "output": {"resolution": 64, "texture_size": 256, "turntable_frames": 2, "turntable_size": 64},
     }
-    artifacts = run_job("text_to_3d", params, tmp_path, Reporter())
+    # The model is the operator's setting, not a job field.
+    artifacts = run_job("text_to_3d", params, tmp_path, Reporter(), EngineSettings(text_model=str(tiny_sd)))
     assert sorted(artifacts) == ["asset.glb", "preview.png", "turntable.mp4"]
     assert artifacts["asset.glb"].read_bytes()[:4] == b"glTF"
     assert artifacts["preview.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -165,17 +171,17 @@ def test_job_writes_glb_video_and_preview(tiny_sd, tmp_path):
 
 
 def test_job_errors_are_job_errors(tiny_sd, tmp_path):
-    from core.pipelines.jobs import JobError, run_job
+    from core.pipelines.jobs import EngineSettings, JobError, run_job
 
-    with pytest.raises(JobError, match="prompt is empty"):
-        run_job("text_to_3d", {"prompt": "", "model": str(tiny_sd)}, tmp_path, Reporter())
+    settings = EngineSettings(text_model=str(tiny_sd))
+    with pytest.raises(JobError, match="needs a prompt"):
+        run_job("text_to_3d", {"prompt": ""}, tmp_path, Reporter(), settings)
     with pytest.raises(JobError, match="texture_size"):
         run_job(
-            "text_to_3d",
-            {"prompt": "a cup", "model": str(tiny_sd), "output": {"texture_size": 3}},
-            tmp_path,
-            Reporter(),
+            "text_to_3d", {"prompt": "a cup", "output": {"texture_size": 3}}, tmp_path, Reporter(), settings
         )
+    with pytest.raises(JobError, match="unknown job parameter 'model'"):
+        run_job("text_to_3d", {"prompt": "a cup", "model": str(tiny_sd)}, tmp_path, Reporter(), settings)
 
 
 def test_cancel_inside_a_step_stops_before_the_update(tiny_sd):

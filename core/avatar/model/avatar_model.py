@@ -253,9 +253,10 @@ class AvatarModel:
 _CACHE: dict[Path, AvatarModel] = {}
 
 
-def default_model() -> AvatarModel:
-    """The model in ``$KILN_AVATAR_MODEL`` (a folder) if set, else the shipped one; loaded once per process."""
-    key = Path(os.environ.get("KILN_AVATAR_MODEL") or WEIGHTS_DIR).resolve()
+def default_model(folder: str | Path | None = None) -> AvatarModel:
+    """The model in ``folder``, else in ``$KILN_AVATAR_MODEL`` (for command lines) if set, else the
+    shipped one; loaded once per process."""
+    key = Path(folder or os.environ.get("KILN_AVATAR_MODEL") or WEIGHTS_DIR).resolve()
     if key not in _CACHE:
         _CACHE[key] = AvatarModel.load(key)
     return _CACHE[key]
