@@ -339,7 +339,10 @@ def test_photo_with_prompt_words_attributes_and_an_odd_file_name(tmp_path):
     assert params["photo"]["filename"] == "my %22face%22%0A é.png"
     seed = params["seed"]  # none was given: the server picked it
     assert f"seed {seed})" in run.stdout
-    assert "kiln:   made with skin_tone=tan (photo), headwear=cap (prompt)" in run.stdout
+    # In the vocabulary's order, each with where it came from.
+    [made] = [line for line in run.stdout.splitlines() if line.startswith("kiln:   made with")]
+    assert made.index("skin_tone=tan (photo)") < made.index("beard=stubble (request)")
+    assert made.index("beard=stubble (request)") < made.index("headwear=cap (prompt)")
     assert "kiln:   unknown word: zorble" in run.stdout
     stem = "photo_my_face_with_a_red_cap_and_a_zorbl"  # ASCII, 40 characters
     assert data["files"] == ["kiln.blend", f"{stem}.glb", f"{stem}_attributes.json"]
@@ -370,9 +373,9 @@ def test_photo_with_prompt_words_attributes_and_an_odd_file_name(tmp_path):
     assert details["attributes_path"] == str(out / f"{stem}_attributes.json")
     assert details["made_with"] == [
         ["skin_tone", "tan", "photo", 0.9, True],
+        ["beard", "stubble", "request", -1.0, True],
         ["headwear", "cap", "prompt", -1.0, True],
         ["headwear_color", "red", "prompt", -1.0, True],
-        ["beard", "stubble", "request", -1.0, True],
         ["glasses", "round", "photo", 0.3, False],
     ]
     assert details["notes"] == [["unknown_word", "zorble"], ["warning", "the face is small in the photo"]]

@@ -81,6 +81,7 @@ def test_draw_code_names_only_real_properties_and_operators(tmp_path):
             runtime.write_report(done, AttributeReport.from_dict({
                 "attributes": {"skin_tone": "tan", "headwear": "cap"},
                 "sources": {"skin_tone": "photo", "headwear": "prompt"},
+                "confidences": {"skin_tone": 0.91},
                 "photo": {"read": {"skin_tone": {"value": "tan", "confidence": 0.91, "used": True},
                                    "glasses": {"value": "round", "confidence": 0.3, "used": False}},
                           "warnings": ["the face is small in the photo"]},
