@@ -67,3 +67,17 @@ def test_the_checker_catches_a_violation(tmp_path):
     f = tmp_path / "m.py"
     f.write_text("import os\n\ndef late():\n    from torch import nn\n    import bpy.types\n")
     assert imported_roots(f) == {"os", "torch", "bpy"}
+
+
+@pytest.mark.parametrize("name", ["client.py", "protocol.py", "jobflow.py", "jobregistry.py"])
+def test_addon_client_and_protocol_never_import_bpy(name):
+    # They run in the add-on's worker threads and in tests without Blender.
+    path = ROOT / "blender_addon" / name
+    assert not imported_roots(path) & BLENDER_MODULES - {"numpy"}
+    relative = {
+        node.module
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.level > 0 and node.module
+    }
+    # Relative imports stay among the bpy-free modules.
+    assert relative <= {"client", "protocol", "jobflow", "jobregistry"}
