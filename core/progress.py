@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,3 +85,26 @@ class Reporter:
             self.start + span * end,
             min_interval=self.min_interval,
         )
+
+
+class ProgressBar:
+    """A command line's progress bar: tqdm on stderr, fed by a Reporter's events."""
+
+    def __init__(self, total: int = 1000) -> None:
+        from tqdm import tqdm
+
+        self.total = total
+        self.bar = tqdm(
+            total=total,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}",
+        )
+
+    def __call__(self, event: ProgressEvent) -> None:
+        n = int(round(min(max(event.fraction, 0.0), 1.0) * self.total))
+        self.bar.update(n - self.bar.n)
+        self.bar.set_description_str(event.stage, refresh=False)
+        self.bar.set_postfix_str(event.message[:80])
+        if n >= self.total:
+            self.bar.close()

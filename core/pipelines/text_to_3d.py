@@ -26,7 +26,7 @@ from core.fields.nerf import NeRFAssetField, NeRFField, NeRFFieldConfig
 from core.guidance.base import Guidance, GuidanceInput, SDSConfig
 from core.guidance.stable_diffusion import DEFAULT_MODEL
 from core.pipelines.jobs import PRESETS, EngineSettings, JobError, JobParams, OutputOptions
-from core.progress import ProgressEvent, Reporter
+from core.progress import ProgressBar, Reporter
 from core.render.background import FixedBackground, MLPBackground, RandomSolidBackground
 from core.render.cameras import CameraBatch, CameraConfig, camera_rays, orbit_cameras, sample_cameras
 from core.render.occupancy import OccupancyConfig, OccupancyGrid
@@ -548,29 +548,6 @@ def run_text_to_3d_job(
     return make_asset(request_from_params(params, work_dir, settings), params.output, work_dir, reporter)
 
 
-class _ProgressBar:
-    """The command line's progress bar: tqdm on stderr, fed by the job reporter's events."""
-
-    def __init__(self, total: int = 1000) -> None:
-        from tqdm import tqdm
-
-        self.total = total
-        self.bar = tqdm(
-            total=total,
-            file=sys.stderr,
-            dynamic_ncols=True,
-            bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}",
-        )
-
-    def __call__(self, event: ProgressEvent) -> None:
-        n = int(round(min(max(event.fraction, 0.0), 1.0) * self.total))
-        self.bar.update(n - self.bar.n)
-        self.bar.set_description_str(event.stage, refresh=False)
-        self.bar.set_postfix_str(event.message[:80])
-        if n >= self.total:
-            self.bar.close()
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command line: train for a prompt and write asset.glb, turntable.mp4 and preview.png to --out."""
     parser = argparse.ArgumentParser(prog="python -m core.pipelines.text_to_3d", description=main.__doc__)
@@ -601,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
     output = OutputOptions(args.resolution, args.texture_size, args.turntable_frames, args.turntable_size)
     args.out.mkdir(parents=True, exist_ok=True)
     try:
-        artifacts = make_asset(request, output, args.out, Reporter(_ProgressBar(), min_interval=0.2))
+        artifacts = make_asset(request, output, args.out, Reporter(ProgressBar(), min_interval=0.2))
     except JobError as exc:
         sys.stderr.write(f"\nerror: {exc}\n")
         return 2

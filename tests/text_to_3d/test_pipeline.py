@@ -207,10 +207,9 @@ def test_cancel_inside_a_step_stops_before_the_update(tiny_sd):
 def test_progress_bar_is_tqdm_with_fraction_stage_and_message(capsys):
     from tqdm import tqdm
 
-    from core.pipelines.text_to_3d import _ProgressBar
-    from core.progress import ProgressEvent
+    from core.progress import ProgressBar, ProgressEvent
 
-    bar = _ProgressBar()
+    bar = ProgressBar()
     assert isinstance(bar.bar, tqdm)
     bar(ProgressEvent("train", 0.5, "step 5/10 loss 1.5"))
     bar.bar.refresh()
