@@ -34,6 +34,15 @@ class Field(ABC):
     extraction evaluates the fine grid only in a band around the surface found by a coarse
     pass (the mesh is the same, the avatar's extraction ~5x faster); None evaluates every sample."""
 
+    part_names: tuple[str, ...] = ()
+    """Names of the surface's parts as an artist would pick materials ("skin", "hair", "eyes",
+    "glasses", "cloth", "hat"); empty for a field without parts. The asset path gives each part
+    present its own material slot."""
+
+    def part_labels(self, points: np.ndarray) -> np.ndarray:
+        """Index into ``part_names`` of the part at ``points`` (N, 3) -> (N,) int64."""
+        raise NotImplementedError(f"{type(self).__name__} has no parts (part_names is empty)")
+
     @abstractmethod
     def value(self, points: np.ndarray) -> np.ndarray:
         """Signed distance or density at ``points`` (N, 3) -> (N,) float32."""

@@ -96,7 +96,10 @@ class AvatarModel:
         except ImportError as e:  # pragma: no cover - install problem
             raise ModelError("the avatar model needs `safetensors`; pip install safetensors") from e
         meta = json.loads(meta_path.read_text())
-        if meta.get("attributes") != list(ATTRIBUTE_NAMES):
+        known = meta.get("attributes") or []
+        # Attributes are only ever appended, so a model trained on a prefix of today's list still
+        # works: it conditions on the ones it knows (the rest still steer the prior's draws).
+        if not known or list(ATTRIBUTE_NAMES[: len(known)]) != list(known):
             raise ModelError(
                 f"{meta_path} was trained for attributes {meta.get('attributes')}, this code has "
                 f"{list(ATTRIBUTE_NAMES)}; retrain the model for the current vocabulary"
@@ -107,7 +110,7 @@ class AvatarModel:
         )
         tensors = load_file(str(weights))
         decoder = TriplaneDecoder(tcfg)
-        unet = TriplaneUNet(tcfg.channels, tcfg.resolution, dcfg)
+        unet = TriplaneUNet(tcfg.channels, tcfg.resolution, dcfg, n_attributes=len(known))
         try:
             decoder.load_state_dict(
                 {k[8:]: v.float() for k, v in tensors.items() if k.startswith("decoder.")}
@@ -122,6 +125,11 @@ class AvatarModel:
             None if effects is None else effects.float(),
         )
         return cls(decoder.eval(), unet.eval(), norm, meta)
+
+    @property
+    def n_attributes(self) -> int:
+        """How many of ``ATTRIBUTE_NAMES`` (a prefix) the model is conditioned on."""
+        return len(self.meta["attributes"])
 
     @property
     def default_guidance(self) -> float:
@@ -228,6 +236,7 @@ class AvatarModel:
         values = attributes.to_dict() if isinstance(attributes, AvatarAttributes) else dict(attributes or {})
         rows = self.completed_attributes(values, seed, int(n), complete)
         cond = torch.from_numpy(np.stack([condition_from_partial(r) for r in rows]))
+        cond = cond[:, : self.n_attributes]
         norm = self.normalizer
         std = norm.std[..., None, None]
         centre = norm.centre(cond)

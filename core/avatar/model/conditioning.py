@@ -47,7 +47,7 @@ def drop_conditions(
 ) -> torch.Tensor:
     """Replace entries of ``idx`` (B, A) by null tokens: each with ``attr_drop``, whole rows with ``all_drop``."""
     B, A = idx.shape
-    nulls = torch.tensor(VOCAB_SIZES, dtype=idx.dtype).expand(B, A)
+    nulls = torch.tensor(VOCAB_SIZES[:A], dtype=idx.dtype).expand(B, A)
     drop = torch.rand(B, A, generator=gen) < attr_drop
     drop |= (torch.rand(B, 1, generator=gen) < all_drop).expand(B, A)
     return torch.where(drop, nulls, idx)
@@ -61,12 +61,15 @@ class AttributeEncoder(nn.Module):
     without an order.
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, n_attributes: int | None = None) -> None:
+        """``n_attributes``: condition on the first n of ``ATTRIBUTE_NAMES`` (a model trained
+        before later attributes were appended); None = all."""
         super().__init__()
         # Unit-variance embeddings (PyTorch's default): the shipped CPU model started them at
         # std 0.02 and learned attribute effects far weaker than the seed's (|dx| 3 vs 24);
         # a strong initial signal makes conditioning compete from the first steps.
-        self.tables = nn.ModuleList([nn.Embedding(k + 1, dim) for k in VOCAB_SIZES])
+        sizes = VOCAB_SIZES if n_attributes is None else VOCAB_SIZES[:n_attributes]
+        self.tables = nn.ModuleList([nn.Embedding(k + 1, dim) for k in sizes])
         self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:

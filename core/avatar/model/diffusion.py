@@ -103,13 +103,14 @@ class PlaneNormalizer:
         from core.avatar.model.conditioning import VOCAB_SIZES
 
         N = len(planes)
-        onehot = torch.cat([F.one_hot(attrs[:, a], k).float() for a, k in enumerate(VOCAB_SIZES)], 1)
+        sizes = VOCAB_SIZES[: attrs.shape[1]]
+        onehot = torch.cat([F.one_hot(attrs[:, a], k).float() for a, k in enumerate(sizes)], 1)
         X = torch.cat([onehot, torch.ones(N, 1)], 1).double()
         Y = planes.reshape(N, -1).double()
         W = torch.linalg.solve(X.T @ X + ridge * torch.eye(X.shape[1], dtype=X.dtype), X.T @ Y)
         # Centre each attribute's offsets on its training frequencies, so "unspecified" is 0.
         rows, start = [], 0
-        for k in VOCAB_SIZES:
+        for k in sizes:
             block = W[start : start + k]
             freq = onehot[:, start : start + k].double().mean(0)
             rows.append(block - (freq[:, None] * block).sum(0))
@@ -125,7 +126,8 @@ class PlaneNormalizer:
             return self.mean[None]
         from core.avatar.model.conditioning import VOCAB_SIZES
 
-        sizes = torch.tensor(VOCAB_SIZES)
+        # The condition's width says how many attributes (a prefix of ATTRIBUTE_NAMES) it covers.
+        sizes = torch.tensor(VOCAB_SIZES[: cond.shape[1]])
         starts = torch.cumsum(sizes, 0) - sizes
         specified = cond < sizes  # (B, A)
         rows = (starts + cond.clamp(max=sizes - 1)).reshape(-1)
@@ -257,7 +259,9 @@ class TriplaneUNet(nn.Module):
     downsampling never mixes two planes.
     """
 
-    def __init__(self, plane_channels: int, resolution: int, cfg: DiffusionConfig) -> None:
+    def __init__(
+        self, plane_channels: int, resolution: int, cfg: DiffusionConfig, n_attributes: int | None = None
+    ) -> None:
         super().__init__()
         from core.avatar.model.conditioning import AttributeEncoder
 
@@ -269,7 +273,7 @@ class TriplaneUNet(nn.Module):
             )
         chs = [cfg.base_channels * m for m in cfg.channel_mults]
         E = cfg.cond_dim
-        self.cond = AttributeEncoder(E)
+        self.cond = AttributeEncoder(E, n_attributes)
         self.time = nn.Sequential(nn.Linear(E, E), nn.SiLU(), nn.Linear(E, E))
         self.conv_in = nn.Conv2d(plane_channels * p * p, chs[0], 3, padding=1)
         self.enc = nn.ModuleList()
@@ -360,7 +364,7 @@ def ddim_sample(
 
     T = model.cfg.time_steps
     ts = torch.linspace(T - 1, 0, steps).round().long()
-    null = torch.from_numpy(null_indices()).expand_as(cond)
+    null = torch.from_numpy(null_indices()[: cond.shape[1]]).expand_as(cond)
     x = noise
     for i, t in enumerate(ts):
         tb = t.expand(len(x))

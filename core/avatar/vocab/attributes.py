@@ -24,9 +24,16 @@ VOCAB: dict[str, tuple[str, ...]] = {
     "headwear_color": ("black", "white", "red", "blue", "green", "yellow", "grey", "orange"),
     "clothing": ("tshirt", "hoodie", "collared_shirt", "turtleneck"),
     "clothing_color": ("white", "black", "grey", "red", "blue", "green", "yellow", "purple"),
+    "presentation": ("masculine", "feminine"),
 }
 
 ATTRIBUTE_NAMES: tuple[str, ...] = tuple(VOCAB)
+
+DRAW_ORDER: tuple[str, ...] = (
+    "age", "presentation", *(n for n in ATTRIBUTE_NAMES if n not in ("age", "presentation"))
+)  # fmt: skip
+"""The order attributes are drawn in: presentation right after age, because both shape the hair
+and facial-hair priors. Draws are keyed by ``ATTRIBUTE_NAMES`` position, never by this order."""
 
 
 class AttributeValueError(ValueError):
@@ -51,6 +58,8 @@ class AvatarAttributes:
     headwear_color: str = "black"
     clothing: str = "tshirt"
     clothing_color: str = "grey"
+    presentation: str = "masculine"
+    """Masculine or feminine: face proportions, hair and facial-hair priors (engine v2)."""
 
     def __post_init__(self) -> None:
         validate_partial(asdict(self))
@@ -104,9 +113,28 @@ def _draw(rng: np.random.Generator, name: str, weights: dict[str, float] | None 
     return values[int(rng.choice(len(values), p=w / w.sum()))]
 
 
+# Hair styles by presentation (unlisted styles weigh 1).
+_HAIR_STYLE_PRIOR = {
+    "masculine": {"bald": 1.0, "buzz": 1.5, "short": 2.5, "bob": 0.3, "long": 0.5, "bun": 0.4, "ponytail": 0.4},
+    "feminine": {"bald": 0.1, "buzz": 0.3, "short": 0.8, "bob": 1.6, "long": 2.2, "bun": 1.4, "ponytail": 1.4},
+}  # fmt: skip
+NO_FACIAL_HAIR = {"beard": {"none": 1.0, "stubble": 0.0, "goatee": 0.0, "full": 0.0},
+                  "moustache": {"none": 1.0, "moustache": 0.0}}  # fmt: skip
+"""The facial-hair prior of a feminine avatar: none, unless the prompt asks for it."""
+
+
 def _weights(name: str, drawn: dict[str, str]) -> dict[str, float]:
-    """Prior weights of ``name``'s values given the attributes already drawn (age shapes hair and beard)."""
+    """Prior weights of ``name``'s values given the attributes already drawn.
+
+    Age shapes hair colour and beard; presentation shapes hair style, and a feminine avatar
+    never draws facial hair (it gets some only when asked for).
+    """
     weights = dict(_PRIORS.get(name, {}))
+    presentation = drawn.get("presentation")
+    if name in NO_FACIAL_HAIR and presentation == "feminine":
+        return dict(NO_FACIAL_HAIR[name])
+    if name == "hair_style" and presentation in _HAIR_STYLE_PRIOR:
+        return dict(_HAIR_STYLE_PRIOR[presentation])
     if name == "hair_color":
         age = drawn["age"]
         if age == "elderly":
@@ -125,7 +153,7 @@ def sample_attributes(rng: np.random.Generator, fixed: dict[str, str] | None = N
     """
     fixed = validate_partial(dict(fixed or {}))
     out: dict[str, str] = {}
-    for name in ATTRIBUTE_NAMES:
+    for name in DRAW_ORDER:
         if name in fixed:
             out[name] = fixed[name]
             continue
@@ -143,7 +171,8 @@ def complete_attributes(fixed: dict[str, str], key: tuple[int, ...]) -> AvatarAt
     """
     fixed = validate_partial(dict(fixed))
     out: dict[str, str] = {}
-    for a, name in enumerate(ATTRIBUTE_NAMES):
+    for name in DRAW_ORDER:
+        a = ATTRIBUTE_NAMES.index(name)
         if name in fixed:
             out[name] = fixed[name]
             continue
@@ -166,7 +195,10 @@ _AGE = {
     "adult": ["adult", "middle-aged", "grown-up"],
     "elderly": ["elderly", "old", "senior"],
 }
-_PERSON = ["person", "character", "figure", "avatar"]
+_PERSON = {
+    "masculine": ["man", "guy", "gentleman", "male character"],
+    "feminine": ["woman", "lady", "female character", "woman"],
+}
 _SKIN = {
     "very_light": ["very pale skin", "very fair skin"],
     "light": ["light skin", "fair skin"],
@@ -240,7 +272,7 @@ def _join(parts: list[str]) -> str:
 def describe(attrs: AvatarAttributes, rng: np.random.Generator | None = None) -> str:
     """Write a prompt for ``attrs``; with ``rng``, a random paraphrase, else the canonical one.
 
-    Example: "an adult person with light skin, an oval face, a soft jaw, short brown hair,
+    Example: "an adult man with light skin, an oval face, a soft jaw, short brown hair,
     brown eyes, round glasses and a grey t-shirt".
     """
     pick = (lambda opts: _pick(rng, opts)) if rng is not None else (lambda opts: opts[0])
@@ -265,4 +297,4 @@ def describe(attrs: AvatarAttributes, rng: np.random.Generator | None = None) ->
         # Shuffle the middle so the parser cannot rely on order.
         order = rng.permutation(len(parts))
         parts = [parts[i] for i in order]
-    return f"{article} {age} {pick(_PERSON)} with {_join(parts)}"
+    return f"{article} {age} {pick(_PERSON[attrs.presentation])} with {_join(parts)}"

@@ -109,11 +109,11 @@ def _build_lexicon() -> dict[tuple[str, ...], Noun | Modifier | Assign]:
         add(w, Noun(HAIR))
     for w in ("bob", "bob cut", "bobbed"):
         add(w, Noun(HAIR, (("hair_style", "bob"),)))
-    for w in ("ponytail", "pony tail"):
+    for w in ("ponytail", "pony tail", "ponytailed", "pigtails"):
         add(w, Noun(HAIR, (("hair_style", "ponytail"),)))
-    for w in ("bun", "top knot", "topknot", "chignon"):
+    for w in ("bun", "top knot", "topknot", "chignon", "bunned"):
         add(w, Noun(HAIR, (("hair_style", "bun"),)))
-    for w in ("curls", "afro", "ringlets"):
+    for w in ("curls", "afro", "ringlets", "curlyhaired"):
         add(w, Noun(HAIR, (("hair_style", "curly"),)))
     for w in ("buzz cut", "buzzcut", "crew cut", "buzz"):
         add(w, Noun(HAIR, (("hair_style", "buzz"),)))
@@ -173,15 +173,15 @@ def _build_lexicon() -> dict[tuple[str, ...], Noun | Modifier | Assign]:
     add("goatee", Noun(BEARD, (("beard", "goatee"),)))
     for w in ("stubble", "stubbly", "five o clock shadow", "unshaven"):
         add(w, Noun(BEARD, (("beard", "stubble"),)))
-    for w in ("clean shaven", "beardless", "shaven"):
+    for w in ("clean shaven", "cleanshaven", "beardless", "shaven", "smooth shaven"):
         add(w, Assign((("beard", "none"), ("moustache", "none"))))
     for w in ("full", "thick", "bushy", "big"):
         add(w, Modifier({BEARD: ("beard", "full"), HAIR: ("hair_style", "curly")}))
-    for w in ("moustache", "mustache", "moustached", "mustached", "tache"):
+    for w in ("moustache", "mustache", "moustached", "mustached", "moustachioed", "mustachioed", "tache"):
         add(w, Noun(MOUSTACHE, (("moustache", "moustache"),)))
 
     # Glasses, hats, clothes.
-    for w in ("glasses", "spectacles", "specs", "eyeglasses", "bespectacled", "frames"):
+    for w in ("glasses", "spectacles", "specs", "eyeglasses", "bespectacled", "spectacled", "frames"):
         add(w, Noun(GLASSES, defaults=(("glasses", "round"),)))
     for w in ("cap", "baseball cap", "ball cap"):
         add(w, Noun(HAT, (("headwear", "cap"),)))
@@ -199,25 +199,37 @@ def _build_lexicon() -> dict[tuple[str, ...], Noun | Modifier | Assign]:
     for w in ("sweater", "jumper", "top", "clothes", "clothing", "outfit", "shirt colour", "jacket"):
         add(w, Noun(CLOTHES))
 
-    # Age.
-    for w in ("young", "youthful", "teenage", "teen", "teenager", "kid", "child", "boy", "girl", "youth"):
+    # Age and presentation. Words that say both ("girl", "grandpa") set both.
+    for w in ("young", "youthful", "teenage", "teen", "teenager", "kid", "child", "youth"):
         add(w, Assign((("age", "young"),)))
     for w in ("adult", "middle aged", "grown up", "mature"):
         add(w, Assign((("age", "adult"),)))
-    for w in (
-        "old",
-        "elderly",
-        "senior",
-        "aged",
-        "grandpa",
-        "grandma",
-        "grandfather",
-        "grandmother",
-        "older",
-    ):
+    for w in ("old", "elderly", "senior", "aged", "older"):
         add(w, Assign((("age", "elderly"),)))
+    masculine, feminine = (("presentation", "masculine"),), (("presentation", "feminine"),)
+    for w in MASCULINE_WORDS:
+        add(w, Assign(masculine))
+    for w in FEMININE_WORDS:
+        add(w, Assign(feminine))
+    for w in ("boy", "lad", "schoolboy"):
+        add(w, Assign((*masculine, ("age", "young"))))
+    for w in ("girl", "lass", "schoolgirl"):
+        add(w, Assign((*feminine, ("age", "young"))))
+    for w in ("grandpa", "grandfather", "granddad", "grandad", "old man"):
+        add(w, Assign((*masculine, ("age", "elderly"))))
+    for w in ("grandma", "grandmother", "granny", "gran", "old woman", "old lady"):
+        add(w, Assign((*feminine, ("age", "elderly"))))
     return lex
 
+
+MASCULINE_WORDS = (
+    "man", "men", "guy", "gentleman", "gent", "male", "masculine", "dude", "bloke", "he", "him",
+    "his", "himself", "father", "dad", "husband", "son", "brother", "uncle", "king", "sir", "mr",
+)  # fmt: skip
+FEMININE_WORDS = (
+    "woman", "women", "lady", "gal", "female", "feminine", "she", "her", "hers", "herself",
+    "mother", "mum", "mom", "wife", "daughter", "sister", "aunt", "queen", "madam", "mrs", "ms",
+)  # fmt: skip
 
 LEXICON = _build_lexicon()
 _MAX_PHRASE = max(len(k) for k in LEXICON)
@@ -245,16 +257,8 @@ STOPWORDS = set(
         "is",
         "are",
         "their",
-        "his",
-        "her",
         "its",
         "person",
-        "man",
-        "woman",
-        "guy",
-        "gal",
-        "lady",
-        "gentleman",
         "character",
         "figure",
         "avatar",
@@ -264,7 +268,6 @@ STOPWORDS = set(
         "human",
         "portrait",
         "bust",
-        "dude",
         "dyed",
         "very",
         "pair",
@@ -285,8 +288,6 @@ STOPWORDS = set(
         "this",
         "they",
         "them",
-        "he",
-        "she",
         "it",
         "like",
         "looking",
@@ -410,7 +411,15 @@ def parse_prompt(text: str) -> ParsedPrompt:
                 pending.clear()
             negate = False
 
-    # 3. Modifiers that never met their noun: keep the unambiguous ones.
+    # 3. Facial hair on a feminine avatar is allowed; say so, since the prior never draws it.
+    if out.attributes.get("presentation") == "feminine":
+        asked = [a for a in ("beard", "moustache") if out.attributes.get(a, "none") != "none"]
+        if asked:
+            out.notes.append(
+                f"{' and '.join(asked)} on a feminine avatar: drawn as asked (the prior never adds facial hair to one)"
+            )
+
+    # 4. Modifiers that never met their noun: keep the unambiguous ones.
     for word, mod in pending:
         targets = {m for m in mod.meanings.values()}
         if len(targets) == 1:
