@@ -30,7 +30,9 @@ def test_round_trip_templates_and_paraphrases():
 
 def test_synonyms():
     p = parse_prompt("an elderly gentleman with a ginger beard and spectacles")
-    assert p.attributes == {"age": "elderly", "hair_color": "red", "beard": "full", "glasses": "round"}
+    assert p.attributes == {
+        "age": "elderly", "presentation": "masculine", "hair_color": "red", "beard": "full", "glasses": "round"
+    }
     p = parse_prompt("teen with a blond pony tail, gray eyes and a navy hooded sweatshirt")
     assert p.attributes == {
         "age": "young", "hair_color": "blonde", "hair_style": "ponytail", "eye_color": "grey",

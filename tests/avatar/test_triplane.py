@@ -106,7 +106,7 @@ def test_fitting_reproduces_an_avatar():
         AvatarField(AvatarAttributes(hair_style="long", headwear="cap"), seed=3),
     ]
     sets = [_points(f, seed=i) for i, f in enumerate(fields)]
-    both = PointSet(*(torch.cat(ts) for ts in zip(*(s.tensors() for s in sets[:2]), strict=True)))
+    both = PointSet.cat(sets[:2])
     dec = TriplaneDecoder(cfg)
     planes = torch.nn.Parameter(0.01 * torch.randn(2, 3, 4, 16, 16))
     fc = FitConfig(steps=150, n_uniform=256, n_near=512, lr_planes=3e-2, lr_decoder=5e-3)

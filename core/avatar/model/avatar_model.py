@@ -19,7 +19,9 @@ from core.avatar.model.diffusion import (
     TriplaneUNet,
     ddim_sample,
     roll_in,
+    pool_planes,
     roll_out,
+    upsample_planes,
 )
 from core.avatar.model.triplane import TriplaneConfig, TriplaneDecoder, TriplaneField
 from core.avatar.vocab.attributes import (
@@ -110,7 +112,9 @@ class AvatarModel:
         )
         tensors = load_file(str(weights))
         decoder = TriplaneDecoder(tcfg)
-        unet = TriplaneUNet(tcfg.channels, tcfg.resolution, dcfg, n_attributes=len(known))
+        if tcfg.resolution % dcfg.downsample:
+            raise ModelError(f"{meta_path}: plane resolution {tcfg.resolution} is not divisible by downsample {dcfg.downsample}")
+        unet = TriplaneUNet(tcfg.channels, tcfg.resolution // dcfg.downsample, dcfg, n_attributes=len(known))
         try:
             decoder.load_state_dict(
                 {k[8:]: v.float() for k, v in tensors.items() if k.startswith("decoder.")}
@@ -179,6 +183,7 @@ class AvatarModel:
         the same seed keeps the rest of the avatar recognisably the same.
         """
         _, C, R, _ = self.plane_shape
+        R //= self.unet.cfg.downsample  # the denoiser's base level
         gen = torch.Generator().manual_seed(int(seed))
         return torch.randn((n, C, R, 3 * R), generator=gen)
 
@@ -240,9 +245,10 @@ class AvatarModel:
         norm = self.normalizer
         std = norm.std[..., None, None]
         centre = norm.centre(cond)
+        ds = self.unet.cfg.downsample
         shift = None
         if norm.effects is not None:  # the unconditional branch's frame (see ddim_sample)
-            shift = roll_out((centre - norm.mean) / std)
+            shift = roll_out(pool_planes((centre - norm.mean) / std, ds))
         # 2. Denoise from the seed's noise.
         x = ddim_sample(
             self.unet, cond, self.initial_noise(seed, n), int(steps), float(guidance_scale), callback, shift
@@ -252,7 +258,8 @@ class AvatarModel:
         x = smooth_planes(x, smooth)
         if norm.effects is not None:
             x = float(variation) * x
-        return roll_in(x) * std + centre
+        # 4. A base-level sample goes up to the planes' resolution; the centre holds the detail.
+        return upsample_planes(roll_in(x), ds) * std + centre
 
     def field(self, planes: torch.Tensor) -> TriplaneField:
         """One avatar's planes (3, C, R, R) as a Kiln SDF field."""

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -30,6 +31,10 @@ class DiffusionConfig:
     """Training noise levels (cosine schedule)."""
     attention: bool = True
     """Self-attention at the lowest level (global context across the three planes)."""
+    downsample: int = 1
+    """The denoiser works on the residual planes average-pooled by this factor (a base level);
+    samples are upsampled bilinearly and the attribute-conditioned centre, at full resolution,
+    supplies the detail. 1 = the denoiser sees full-resolution planes."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,23 @@ class DiffusionTrainConfig:
 
 # ---------------------------------------------------------------------------------------
 # Layout and normalisation.
+
+
+def pool_planes(planes: torch.Tensor, factor: int) -> torch.Tensor:
+    """Average-pool each plane of (B, 3, C, R, R) by ``factor`` -> (B, 3, C, R/f, R/f)."""
+    if factor == 1:
+        return planes
+    B, P, C, R, _ = planes.shape
+    return F.avg_pool2d(planes.reshape(B * P, C, R, R), factor).reshape(B, P, C, R // factor, R // factor)
+
+
+def upsample_planes(planes: torch.Tensor, factor: int) -> torch.Tensor:
+    """Bilinear upsampling of each plane of (B, 3, C, r, r) by ``factor`` (the inverse of pooling)."""
+    if factor == 1:
+        return planes
+    B, P, C, r, _ = planes.shape
+    up = F.interpolate(planes.reshape(B * P, C, r, r), scale_factor=factor, mode="bilinear", align_corners=False)
+    return up.reshape(B, P, C, r * factor, r * factor)
 
 
 def roll_out(planes: torch.Tensor) -> torch.Tensor:
@@ -94,9 +116,12 @@ class PlaneNormalizer:
 
     @classmethod
     def fit(
-        cls, planes: torch.Tensor, attrs: torch.Tensor | None = None, ridge: float = 1.0
+        cls, planes: torch.Tensor, attrs: torch.Tensor | None = None, ridge: float = 1.0, pool: int = 1
     ) -> PlaneNormalizer:
-        """Fit to planes (N, 3, C, R, R); with full conditions ``attrs`` (N, A), fit the offsets too."""
+        """Fit to planes (N, 3, C, R, R); with full conditions ``attrs`` (N, A), fit the offsets too.
+
+        ``pool`` > 1: the scale ``std`` is that of the residuals average-pooled by ``pool`` (what a
+        denoiser with ``DiffusionConfig.downsample`` sees), so its data has unit variance."""
         mean = planes.mean(0)
         if attrs is None:
             return cls(mean, (planes - mean).std(dim=(0, 3, 4)).clamp_min(1e-4))
@@ -117,7 +142,7 @@ class PlaneNormalizer:
             start += k
         effects = torch.cat(rows).float().reshape(-1, *planes.shape[1:])
         norm = cls(mean, torch.ones(planes.shape[1:3]), effects)
-        norm.std = (planes - norm.centre(attrs)).std(dim=(0, 3, 4)).clamp_min(1e-4)
+        norm.std = pool_planes(planes - norm.centre(attrs), pool).std(dim=(0, 3, 4)).clamp_min(1e-4)
         return norm
 
     def centre(self, cond: torch.Tensor | None) -> torch.Tensor:
@@ -126,8 +151,11 @@ class PlaneNormalizer:
             return self.mean[None]
         from core.avatar.model.conditioning import VOCAB_SIZES
 
-        # The condition's width says how many attributes (a prefix of ATTRIBUTE_NAMES) it covers.
-        sizes = torch.tensor(VOCAB_SIZES[: cond.shape[1]])
+        # The offsets cover a prefix of ATTRIBUTE_NAMES (a model trained before later attributes
+        # were appended); conditions may be wider, and the extra attributes add nothing.
+        n = int(np.searchsorted(np.cumsum(VOCAB_SIZES), len(self.effects))) + 1
+        cond = cond[:, :n]
+        sizes = torch.tensor(VOCAB_SIZES[:n])
         starts = torch.cumsum(sizes, 0) - sizes
         specified = cond < sizes  # (B, A)
         rows = (starts + cond.clamp(max=sizes - 1)).reshape(-1)
@@ -407,14 +435,17 @@ def train_diffusion(
     from core.avatar.model.conditioning import drop_conditions
 
     N, _, C, R, _ = planes.shape
-    model = TriplaneUNet(C, R, cfg)
-    ema = TriplaneUNet(C, R, cfg)
+    ds = cfg.downsample
+    if R % ds:
+        raise ValueError(f"plane resolution {R} is not divisible by the denoiser's downsample {ds}")
+    model = TriplaneUNet(C, R // ds, cfg, n_attributes=attrs.shape[1])
+    ema = TriplaneUNet(C, R // ds, cfg, n_attributes=attrs.shape[1])
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(tcfg.seed)
     step = 0
-    norm = PlaneNormalizer.fit(planes, attrs if tcfg.conditional_mean else None)
+    norm = PlaneNormalizer.fit(planes, attrs if tcfg.conditional_mean else None, pool=ds)
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=False)
         model.load_state_dict(state["model"])
@@ -446,7 +477,7 @@ def train_diffusion(
                 g["lr"] = lr
             idx = torch.randint(0, N, (tcfg.batch_size,), generator=gen)
             cond = drop_conditions(attrs[idx], tcfg.attr_drop, tcfg.all_drop, gen)
-            loss = v_loss(model, roll_out(norm.normalize(planes[idx], cond)), cond, gen)
+            loss = v_loss(model, roll_out(pool_planes(norm.normalize(planes[idx], cond), ds)), cond, gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -37,9 +37,14 @@ from core.avatar.model.triplane import (
     occupancy_iou,
     sample_field_points,
 )
+from core.avatar.vocab.parts import PART_NAMES
 from core.avatar.vocab.attributes import ATTRIBUTE_NAMES, AvatarAttributes, sample_attributes
 
-POINT_KEYS = ("uniform_xyz", "uniform_sdf", "near_xyz", "near_sdf", "near_rgb")
+POINT_KEYS = ("uniform_xyz", "uniform_sdf", "near_xyz", "near_sdf", "near_rgb", "near_part")
+
+FACE_BOX = ((-0.12, 0.12), (-0.16, 0.04), (-0.07, 0.25))
+"""Where the face's small parts are (x, y, z intervals, metres): the focus of the planes'
+texels and of half the near-surface supervision points."""
 STAGES = ("data", "decoder", "fit", "diffusion")
 
 
@@ -58,6 +63,8 @@ class TrainConfig:
     """Uniform points stored per avatar."""
     n_near_store: int = 8192
     """Near-surface points stored per avatar."""
+    n_face_store: int = 0
+    """Extra near-surface points per avatar drawn inside ``FACE_BOX`` (eyes, brows, lips, frames)."""
     shard_size: int = 64
     """Avatars per data shard (the data stage's unit of resumption)."""
     triplane: TriplaneConfig = field(default_factory=TriplaneConfig)
@@ -97,20 +104,38 @@ def preset(name: str) -> TrainConfig:
             # (measured: batch-8 step 1.1 s with one thread, over 60 s with two).
             threads=1,
         )
+    if name == "cpu4":
+        # Model v4: engine v2 data with part labels, 64^2 planes foveated on the face, a decoder
+        # that also labels parts; the denoiser works on 32^2 poolings of the residual.
+        return TrainConfig(
+            n_avatars=1536,
+            decoder_avatars=96,
+            n_near_store=8192,
+            n_face_store=8192,
+            triplane=TriplaneConfig(
+                channels=8, resolution=64, hidden=64, layers=2, focus=FACE_BOX, parts=len(PART_NAMES)
+            ),
+            decoder_fit=FitConfig(steps=400, n_uniform=96, n_near=256),
+            fit=FitConfig(steps=80, n_uniform=64, n_near=224, lr_planes=3e-2),
+            diffusion=DiffusionConfig(base_channels=32, channel_mults=(1, 2, 2), patch=2, cond_dim=128, downsample=2),
+            diffusion_train=DiffusionTrainConfig(steps=4000, batch_size=16, lr=1e-3, warmup=50, ema=0.995),
+            threads=1,
+        )
     if name == "smoke":
-        tp = TriplaneConfig(channels=4, resolution=8, hidden=16, layers=1)
+        tp = TriplaneConfig(channels=4, resolution=8, hidden=16, layers=1, focus=FACE_BOX, parts=len(PART_NAMES))
         return TrainConfig(
             n_avatars=6,
             decoder_avatars=4,
             n_uniform_store=256,
             n_near_store=512,
+            n_face_store=256,
             shard_size=4,
             triplane=tp,
             decoder_fit=FitConfig(steps=6, n_uniform=32, n_near=64),
             fit=FitConfig(steps=4, n_uniform=32, n_near=64),
             fit_group=4,
             diffusion=DiffusionConfig(
-                base_channels=8, channel_mults=(1, 2), patch=2, cond_dim=16, time_steps=100
+                base_channels=8, channel_mults=(1, 2), patch=2, cond_dim=16, time_steps=100, downsample=2
             ),
             diffusion_train=DiffusionTrainConfig(steps=3, batch_size=4),
             checkpoint_seconds=0.0,
@@ -128,7 +153,7 @@ def preset(name: str) -> TrainConfig:
             diffusion_train=DiffusionTrainConfig(steps=200_000, batch_size=64, lr=1e-4),
             threads=8,
         )
-    raise ValueError(f"unknown config {name!r}; use one of: smoke, cpu, gpu")
+    raise ValueError(f"unknown config {name!r}; use one of: smoke, cpu, cpu4, gpu")
 
 
 class OutOfTime(Exception):
@@ -167,12 +192,29 @@ def avatar_identity(cfg: TrainConfig, i: int, base: int | None = None) -> tuple[
     return set_identity(cfg.seed_base if base is None else base, i)
 
 
-def make_points(attrs: AvatarAttributes, seed: int, n_uniform: int, n_near: int) -> dict[str, np.ndarray]:
-    """Supervision points of one engine avatar."""
+def make_points(
+    attrs: AvatarAttributes, seed: int, n_uniform: int, n_near: int, n_face: int = 0
+) -> dict[str, np.ndarray]:
+    """Supervision points of one engine avatar; ``n_face`` more near-surface ones in ``FACE_BOX``."""
     from core.avatar.procedural.engine import AvatarField
 
     rng = np.random.default_rng([seed, 17])
-    return sample_field_points(AvatarField(attrs, seed=seed), n_uniform, n_near, rng)
+    field = AvatarField(attrs, seed=seed)
+    pts = sample_field_points(field, n_uniform, n_near, rng)
+    if n_face:
+        face = _Boxed(field, np.array(FACE_BOX, np.float32))
+        more = sample_field_points(face, 1, n_face, rng)
+        for k in ("near_xyz", "near_sdf", "near_rgb", "near_part"):
+            pts[k] = np.concatenate([pts[k], more[k]])
+    return pts
+
+
+class _Boxed:
+    """A field seen through a smaller bounding box (for sampling points where the detail is)."""
+
+    def __init__(self, field: Any, box: np.ndarray) -> None:
+        self.field, self.bbox_min, self.bbox_max = field, box[:, 0], box[:, 1]
+        self.value, self.albedo, self.nearest_part = field.value, field.albedo, field.nearest_part
 
 
 # ---------------------------------------------------------------------------------------
@@ -194,12 +236,12 @@ def stage_data(cfg: TrainConfig, work: Path, budget: Budget) -> None:
         cols: dict[str, list[np.ndarray]] = {k: [] for k in (*POINT_KEYS, "attrs", "seeds")}
         for i in ids:
             attrs, seed = avatar_identity(cfg, i)
-            pts = make_points(attrs, seed, cfg.n_uniform_store, cfg.n_near_store)
+            pts = make_points(attrs, seed, cfg.n_uniform_store, cfg.n_near_store, cfg.n_face_store)
             for k in POINT_KEYS:
                 v = pts[k]
-                cols[k].append(
-                    (v * 255).round().astype(np.uint8) if k == "near_rgb" else v.astype(np.float16)
-                )
+                if k == "near_rgb":
+                    v = (v * 255).round().astype(np.uint8)
+                cols[k].append(v.astype(np.uint8) if k == "near_part" else v if k == "near_rgb" else v.astype(np.float16))
             cols["attrs"].append(attrs.indices())
             cols["seeds"].append(np.int64(seed))
         tmp = out / f"shard_{s:04d}.tmp.npz"
@@ -219,11 +261,14 @@ def load_points(work: Path, cfg: TrainConfig, lo: int, hi: int) -> tuple[PointSe
             a = max(lo - s * cfg.shard_size, 0)
             b = min(hi - s * cfg.shard_size, cfg.shard_size)
             for k in cols:
-                cols[k].append(z[k][a:b])
-    arr = {k: np.concatenate(v) for k, v in cols.items()}
-    t = {k: torch.from_numpy(arr[k].astype(np.float32)) for k in POINT_KEYS}
+                if k in z.files:  # shards from before part labels have no near_part
+                    cols[k].append(z[k][a:b])
+    arr = {k: np.concatenate(v) for k, v in cols.items() if v}
+    t = {k: torch.from_numpy(arr[k].astype(np.float32)) for k in POINT_KEYS if k in arr}
     t["near_rgb"] = t["near_rgb"] / 255.0
-    return PointSet(*(t[k] for k in POINT_KEYS)), arr["attrs"]
+    if "near_part" in t:
+        t["near_part"] = t["near_part"].long()
+    return PointSet(*(t.get(k) for k in POINT_KEYS)), arr["attrs"]
 
 
 def _lr_scale(step: int, total: int) -> float:
@@ -510,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--work", type=Path, required=True, help="folder for data sets and checkpoints (not in git)"
     )
-    ap.add_argument("--config", choices=["smoke", "cpu", "gpu"], default="cpu")
+    ap.add_argument("--config", choices=["smoke", "cpu", "cpu4", "gpu"], default="cpu4")
     ap.add_argument(
         "--max-minutes", type=float, default=25.0, help="stop (resumably) after this many minutes"
     )

@@ -43,15 +43,58 @@ class TriplaneConfig:
     """The planes cover [-half_extent, half_extent]^3 (metres)."""
     truncation: float = 0.05
     """SDF targets are clamped to [-truncation, truncation] metres; the decoder outputs that range."""
+    focus: tuple[tuple[float, float], ...] = ()
+    """Per world axis (x, y, z), an interval (metres) that gets ``focus_share`` of the plane's
+    texels: a foveated tri-plane whose face has about twice the texel density of the bust.
+    Empty = uniform texels."""
+    focus_share: float = 0.6
+    """The share of each plane side the ``focus`` interval covers."""
+    parts: int = 0
+    """Part classes the decoder also predicts per point (logits; 0 = none)."""
 
 
-def sample_planes(planes: torch.Tensor, points: torch.Tensor, half_extent: float) -> torch.Tensor:
+def warp_coordinates(
+    points: torch.Tensor, half_extent: float, focus: tuple[tuple[float, float], ...] = (), share: float = 0.6
+) -> torch.Tensor:
+    """World points (..., 3) -> plane coordinates in [-1, 1] (..., 3).
+
+    Without ``focus`` this is ``points / half_extent``. With it, each axis is mapped piecewise
+    linearly so that its focus interval [lo, hi] covers ``share`` of [-1, 1] and the two outer
+    pieces the rest, in proportion to their lengths: continuous and monotone, so a tri-plane
+    stays a tri-plane, with more texels where the detail is.
+    """
+    if not focus:
+        return points / half_extent
+    out = []
+    h = half_extent
+    for axis, (lo, hi) in enumerate(focus):
+        x = points[..., axis]
+        outer = (lo + h) + (h - hi)
+        a = -1.0 + 2.0 * (1.0 - share) * (lo + h) / outer  # plane coordinate of lo
+        b = a + 2.0 * share  # of hi
+        u = torch.where(
+            x < lo,
+            -1.0 + (x + h) * (a + 1.0) / (lo + h),
+            torch.where(x > hi, b + (x - hi) * (1.0 - b) / (h - hi), a + (x - lo) * (b - a) / (hi - lo)),
+        )
+        out.append(u)
+    return torch.stack(out, dim=-1)
+
+
+def sample_planes(
+    planes: torch.Tensor,
+    points: torch.Tensor,
+    half_extent: float,
+    focus: tuple[tuple[float, float], ...] = (),
+    share: float = 0.6,
+) -> torch.Tensor:
     """Bilinear features of ``points`` from ``planes``, channel-first.
 
     Args:
         planes: (B, 3, C, R, R).
         points: (B, N, 3) world coordinates.
         half_extent: half the side of the cube the planes cover.
+        focus, share: the foveation of ``warp_coordinates`` (none by default).
 
     Returns:
         (B, 3 * C, N) features: planes XY, XZ, YZ stacked along the channel axis.
@@ -63,7 +106,8 @@ def sample_planes(planes: torch.Tensor, points: torch.Tensor, half_extent: float
     # grid_sample's grid[..., 0] indexes columns (width), grid[..., 1] rows (height); one call
     # over the 3 planes as a batch of 3B images keeps the CPU time in one kernel.
     cols_rows = [a for pair in PLANE_AXES for a in pair]
-    grid = (points[..., cols_rows] / half_extent).view(B, N, 3, 2).transpose(1, 2).reshape(B * 3, 1, N, 2)
+    uv = warp_coordinates(points, half_extent, focus, share)
+    grid = uv[..., cols_rows].reshape(B, N, 3, 2).transpose(1, 2).reshape(B * 3, 1, N, 2)
     f = F.grid_sample(
         planes.reshape(B * 3, C, R, R), grid, mode="bilinear", padding_mode="border", align_corners=True
     )
@@ -80,7 +124,7 @@ class TriplaneDecoder(nn.Module):
     def __init__(self, cfg: TriplaneConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        dims = [3 * cfg.channels] + [cfg.hidden] * cfg.layers + [4]
+        dims = [3 * cfg.channels] + [cfg.hidden] * cfg.layers + [4 + cfg.parts]
         self.weights = nn.ParameterList(
             [
                 nn.Parameter(torch.randn(b, a) * (1.0 / a) ** 0.5)
@@ -91,16 +135,25 @@ class TriplaneDecoder(nn.Module):
         # Normalised coordinates enter the first layer too, so the decoder can hold a prior shape.
         self.coord_weight = nn.Parameter(torch.randn(dims[1], 3) * (1.0 / 3) ** 0.5)
 
-    def forward_cf(self, planes: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Channel-first decode: points (B, N, 3) -> sdf (B, N), rgb (B, 3, N)."""
-        h = self.cfg.half_extent
-        x = sample_planes(planes, points, h)
+    def decode_cf(
+        self, planes: torch.Tensor, points: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Channel-first decode: points (B, N, 3) -> sdf (B, N), rgb (B, 3, N), part logits
+        (B, parts, N) or None for a decoder without parts."""
+        c = self.cfg
+        x = sample_planes(planes, points, c.half_extent, c.focus, c.focus_share)
         B = len(x)
         x = torch.baddbmm(self.biases[0], self.weights[0].expand(B, -1, -1), x)
-        x = torch.baddbmm(x, self.coord_weight.expand(B, -1, -1), points.transpose(1, 2) / h)
+        x = torch.baddbmm(x, self.coord_weight.expand(B, -1, -1), points.transpose(1, 2) / c.half_extent)
         for w, b in zip(self.weights[1:], self.biases[1:], strict=True):
             x = torch.baddbmm(b, w.expand(len(x), -1, -1), F.silu(x))
-        return self.cfg.truncation * torch.tanh(x[:, 0]), torch.sigmoid(x[:, 1:])
+        logits = x[:, 4:] if c.parts else None
+        return c.truncation * torch.tanh(x[:, 0]), torch.sigmoid(x[:, 1:4]), logits
+
+    def forward_cf(self, planes: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Channel-first decode: points (B, N, 3) -> sdf (B, N), rgb (B, 3, N)."""
+        sdf, rgb, _ = self.decode_cf(planes, points)
+        return sdf, rgb
 
     def forward(self, planes: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode ``points`` (B, N, 3) against ``planes`` (B, 3, C, R, R).
@@ -126,6 +179,7 @@ class PointSet:
         near_xyz: (B, Nn, 3) points within a few millimetres of the surface.
         near_sdf: (B, Nn) their signed distances.
         near_rgb: (B, Nn, 3) albedo at those points in [0, 1].
+        near_part: (B, Nn) int64 index of the nearest part (``engine.PART_NAMES``), or None.
     """
 
     uniform_xyz: torch.Tensor
@@ -133,12 +187,19 @@ class PointSet:
     near_xyz: torch.Tensor
     near_sdf: torch.Tensor
     near_rgb: torch.Tensor
+    near_part: torch.Tensor | None = None
+
+    @classmethod
+    def cat(cls, sets: list[PointSet]) -> PointSet:
+        """The avatars of several point sets as one batch (part labels kept only if all have them)."""
+        cols = zip(*(s.tensors() for s in sets), strict=True)
+        return cls(*(None if any(t is None for t in ts) else torch.cat(ts) for ts in cols))
 
     def subset(self, index: torch.Tensor | slice) -> PointSet:
-        return PointSet(*(t[index] for t in self.tensors()))
+        return PointSet(*(None if t is None else t[index] for t in self.tensors()))
 
-    def tensors(self) -> tuple[torch.Tensor, ...]:
-        return (self.uniform_xyz, self.uniform_sdf, self.near_xyz, self.near_sdf, self.near_rgb)
+    def tensors(self) -> tuple[torch.Tensor | None, ...]:
+        return (self.uniform_xyz, self.uniform_sdf, self.near_xyz, self.near_sdf, self.near_rgb, self.near_part)
 
     def draw(self, n_uniform: int, n_near: int, gen: torch.Generator | None = None) -> PointSet:
         """A random subset of each avatar's points: (B, n_uniform) and (B, n_near)."""
@@ -156,6 +217,7 @@ class PointSet:
             take(self.near_xyz, inn),
             take(self.near_sdf, inn),
             take(self.near_rgb, inn),
+            None if self.near_part is None else take(self.near_part, inn),
         )
 
 
@@ -198,13 +260,16 @@ def sample_field_points(
     pick = surface[rng.integers(0, len(surface), n_near)]
     sigma = np.where(np.arange(n_near) % 2 == 0, 0.003, 0.010).astype(np.float32)[:, None]
     near = np.clip(pick + rng.normal(0, 1, (n_near, 3)).astype(np.float32) * sigma, lo, hi)
-    return {
+    out = {
         "uniform_xyz": uni,
         "uniform_sdf": uni_sdf.astype(np.float32),
         "near_xyz": near.astype(np.float32),
         "near_sdf": field.value(near).astype(np.float32),
         "near_rgb": np.clip(field.albedo(near), 0, 1).astype(np.float32),
     }
+    if hasattr(field, "nearest_part"):  # the engine's fine parts (engine.PART_NAMES)
+        out["near_part"] = field.nearest_part(near).astype(np.uint8)
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -227,6 +292,8 @@ class FitConfig:
     """Adam learning rate of the decoder (joint fitting only)."""
     rgb_weight: float = 1.0
     """Weight of the colour L1 loss (the SDF loss is L1 in units of the truncation)."""
+    part_weight: float = 0.1
+    """Weight of the part labels' cross-entropy (decoders with parts, points with labels)."""
     tv_weight: float = 2e-3
     """Weight of the planes' total variation (mean squared neighbour difference)."""
     l2_weight: float = 1e-4
@@ -251,6 +318,7 @@ class FitLoss:
     rgb: torch.Tensor
     tv: torch.Tensor
     l2: torch.Tensor
+    part: torch.Tensor | None = None
 
 
 def fit_loss(decoder: TriplaneDecoder, planes: torch.Tensor, pts: PointSet, cfg: FitConfig) -> FitLoss:
@@ -262,7 +330,7 @@ def fit_loss(decoder: TriplaneDecoder, planes: torch.Tensor, pts: PointSet, cfg:
     t = decoder.cfg.truncation
     xyz = torch.cat([pts.uniform_xyz, pts.near_xyz], dim=1)
     target = torch.cat([pts.uniform_sdf, pts.near_sdf], dim=1).clamp(-t, t)
-    sdf, rgb = decoder.forward_cf(planes, xyz)
+    sdf, rgb, logits = decoder.decode_cf(planes, xyz)
     B = planes.shape[0]
     sdf_l = (sdf - target).abs().mean() / t
     n_u = pts.uniform_xyz.shape[1]
@@ -274,7 +342,13 @@ def fit_loss(decoder: TriplaneDecoder, planes: torch.Tensor, pts: PointSet, cfg:
     l2 = planes.pow(2).mean()
     # tv and l2 are means over all avatars; scale by B so each avatar's weight is independent of B.
     total = B * (sdf_l + cfg.rgb_weight * rgb_l + cfg.tv_weight * tv + cfg.l2_weight * l2)
-    return FitLoss(total, sdf_l.detach(), rgb_l.detach(), tv.detach(), l2.detach())
+    part_l = None
+    if logits is not None and pts.near_part is not None:
+        ce = F.cross_entropy(logits[:, :, n_u:], pts.near_part.long(), reduction="none")  # (B, Nn)
+        part_l = (ce * mask[:, 0]).sum() / mask.sum().clamp_min(1.0)
+        total = total + B * cfg.part_weight * part_l
+        part_l = part_l.detach()
+    return FitLoss(total, sdf_l.detach(), rgb_l.detach(), tv.detach(), l2.detach(), part_l)
 
 
 def fit_planes(
@@ -370,7 +444,13 @@ class TriplaneField(Field):
     the same mesh on the avatars checked, 4.5x faster at 128^3 (4.2-4.8 s -> 0.9 s)."""
 
     def __init__(self, planes: torch.Tensor, decoder: TriplaneDecoder, chunk: int = 131072) -> None:
+        from core.avatar.vocab.parts import MATERIALS, PART_NAMES
+
         tc = decoder.cfg
+        if tc.parts:
+            if tc.parts != len(PART_NAMES):
+                raise ValueError(f"the decoder labels {tc.parts} parts, this code knows {len(PART_NAMES)}")
+            self.part_names = MATERIALS
         expected = (3, tc.channels, tc.resolution, tc.resolution)
         if tuple(planes.shape) != expected:
             raise ValueError(f"planes must have shape {expected} for this decoder, got {tuple(planes.shape)}")
@@ -379,6 +459,24 @@ class TriplaneField(Field):
         self.chunk = chunk
         self.bbox_min = np.full(3, -tc.half_extent, np.float32)
         self.bbox_max = np.full(3, tc.half_extent, np.float32)
+
+    @torch.no_grad()
+    def fine_parts(self, points: np.ndarray) -> np.ndarray:
+        """Index into ``vocab.parts.PART_NAMES`` of the decoder's most likely part at each point."""
+        if not self.decoder.cfg.parts:
+            raise NotImplementedError("this decoder predicts no part labels (model v3 or older)")
+        x = np.asarray(points, np.float32).reshape(-1, 3)
+        out = [
+            self.decoder.decode_cf(self.planes, torch.from_numpy(x[i : i + self.chunk])[None])[2][0].argmax(0)
+            for i in range(0, len(x), self.chunk)
+        ]
+        return torch.cat(out).numpy().astype(np.int64) if out else np.zeros(0, np.int64)
+
+    def part_labels(self, points: np.ndarray) -> np.ndarray:
+        """Index into ``part_names`` (the material slots) at each point."""
+        from core.avatar.vocab.parts import material_lut
+
+        return np.array(material_lut(), np.int64)[self.fine_parts(points)]
 
     @torch.no_grad()
     def _decode(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

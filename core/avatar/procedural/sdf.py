@@ -19,7 +19,9 @@ def ellipsoid(p: np.ndarray, c, radii) -> np.ndarray:
     q = p - np.asarray(c, np.float32)
     k0 = length(q / r)
     k1 = length(q / (r * r))
-    return k0 * (k0 - 1.0) / np.maximum(k1, 1e-9)
+    d = k0 * (k0 - 1.0) / np.maximum(k1, 1e-9)
+    # The bound tends to 0 at the centre; deep inside use a conservative interior distance.
+    return np.where(k0 < 0.5, (k0 - 1.0) * float(r.min()), d)
 
 
 def capsule(p: np.ndarray, a, b, r: float) -> np.ndarray:
