@@ -56,6 +56,29 @@ def _pad4(data: bytes, fill: bytes) -> bytes:
     return data + fill * ((4 - len(data) % 4) % 4)
 
 
+def face_groups(mesh: TexturedMesh, faces: np.ndarray, name: str) -> list[tuple[str, np.ndarray]]:
+    """(material name, (F_k, 3) faces) for each primitive of the GLB.
+
+    A mesh without parts gives one group, ``{name}_material`` with every face; a mesh with
+    ``face_parts`` gives one group per part that has faces, named after the part, in
+    ``part_names`` order, each face in exactly one group.
+    """
+    if mesh.face_parts is None or not mesh.part_names:
+        return [(f"{name}_material", faces)]
+    labels = np.asarray(mesh.face_parts)
+    if labels.shape != (len(faces),) or not np.issubdtype(labels.dtype, np.integer):
+        raise AssetError(f"face_parts must be ({len(faces)},) integers, got {labels.dtype} {labels.shape}")
+    if labels.min() < 0 or labels.max() >= len(mesh.part_names):
+        raise AssetError(f"face_parts must index the {len(mesh.part_names)} part_names")
+    order = np.argsort(labels, kind="stable")
+    bounds = np.searchsorted(labels[order], np.arange(len(mesh.part_names) + 1))
+    return [
+        (part, faces[order[lo:hi]])
+        for part, lo, hi in zip(mesh.part_names, bounds[:-1], bounds[1:], strict=True)
+        if hi > lo
+    ]
+
+
 def build_glb(
     mesh: TexturedMesh, vertex_colors: bool = False, name: str = "asset", recentre: bool = True
 ) -> bytes:
@@ -121,9 +144,19 @@ def build_glb(
     if vertex_colors:
         colours = np.ascontiguousarray(srgb_to_linear(np.clip(mesh.colors, 0, 1)), dtype=np.float32)
         attributes["COLOR_0"] = add_accessor(colours, "VEC3", _ARRAY_BUFFER)
-    indices = add_accessor(
-        np.ascontiguousarray(faces.reshape(-1), dtype=np.uint32), "SCALAR", _ELEMENT_ARRAY_BUFFER
-    )
+    # One primitive and material per part (a single one without parts), all over the same vertices.
+    groups = face_groups(mesh, faces, name)
+    primitives = [
+        {
+            "attributes": attributes,
+            "indices": add_accessor(
+                np.ascontiguousarray(group.reshape(-1), dtype=np.uint32), "SCALAR", _ELEMENT_ARRAY_BUFFER
+            ),
+            "material": k,
+            "mode": 4,
+        }
+        for k, (_, group) in enumerate(groups)
+    ]
     pbr: dict = {"metallicFactor": 0.0, "roughnessFactor": 0.8}
     textured: dict = {}
     if not vertex_colors:
@@ -152,10 +185,12 @@ def build_glb(
         "meshes": [
             {
                 "name": name,
-                "primitives": [{"attributes": attributes, "indices": indices, "material": 0, "mode": 4}],
+                "primitives": primitives,
             }
         ],
-        "materials": [{"name": f"{name}_material", "pbrMetallicRoughness": pbr, "doubleSided": False}],
+        "materials": [
+            {"name": material, "pbrMetallicRoughness": pbr, "doubleSided": False} for material, _ in groups
+        ],
         **textured,
         "accessors": accessors,
         "bufferViews": views,
@@ -198,9 +233,11 @@ def write_glb(
 
     The file holds one node and mesh named ``name`` with a PBR metallic-roughness
     material whose baseColorTexture is the baked albedo (PNG, sRGB); metallic 0,
-    roughness 0.8. Positions are metres, converted from Kiln's Z-up to glTF's Y-up;
-    with ``recentre`` the asset is centred on the origin in plan and rests on the
-    ground plane. ``vertex_colors`` writes the albedo as a linear COLOR_0 attribute
+    roughness 0.8. A mesh with parts (``face_parts``) gets one primitive per part
+    present, each with its own material named after the part ("hair") and the same
+    texture and settings, all over one shared set of vertex attributes. Positions are
+    metres, converted from Kiln's Z-up to glTF's Y-up; with ``recentre`` the asset is
+    centred on the origin in plan and rests on the ground plane. ``vertex_colors`` writes the albedo as a linear COLOR_0 attribute
     instead of the texture (glTF multiplies the two, so they are never both set);
     UVs are kept either way.
     The file appears under ``path`` only once complete (temp file + rename).

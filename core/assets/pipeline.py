@@ -14,6 +14,7 @@ from typing import Any
 from core.assets.cleanup import clean_mesh
 from core.assets.gltf import write_glb
 from core.assets.mesh import AssetError, extract_mesh
+from core.assets.parts import label_parts, part_counts
 from core.assets.texture import texture_mesh
 from core.assets.turntable import render_turntable
 from core.fields.base import Field
@@ -91,13 +92,16 @@ class AssetResult:
         video: path of ``turntable.mp4``, or None when ``turntable_frames`` is 0.
         preview: path of ``preview.png``.
         stats: faces, vertices, watertight, charts, texture_size, size_m (x, y, z extent),
-            cleanup (CleanupReport as a dict) and timings (seconds per step).
+            parts (as below), cleanup (CleanupReport as a dict) and timings (seconds per step).
+        parts: faces per material part present in the GLB (``{"skin": 81234, "hair": 40211}``),
+            in the field's ``part_names`` order; empty for a field without parts.
     """
 
     glb: Path
     video: Path | None
     preview: Path
     stats: dict[str, Any] = field(default_factory=dict)
+    parts: dict[str, int] = field(default_factory=dict)
 
 
 def build_asset(
@@ -114,8 +118,11 @@ def build_asset(
     or a cancellation (``core.progress.Cancelled`` from the reporter) leaves none of
     them behind, half-written or not.
 
-    Progress slices: extract 0-0.35, cleanup 0.35-0.45, texture 0.45-0.75,
-    export 0.75-0.8, turntable 0.8-1.
+    A field with ``part_names`` gets each face labelled by its part, and the GLB one
+    material slot per part present (``AssetResult.parts`` counts their faces).
+
+    Progress slices: extract 0-0.35, cleanup 0.35-0.45, texture 0.45-0.74,
+    parts 0.74-0.75 (fields with parts), export 0.75-0.8, turntable 0.8-1.
     """
     options = (options or AssetOptions()).validate()
     reporter = reporter or Reporter()
@@ -134,10 +141,14 @@ def build_asset(
             mesh, options.min_component_fraction, options.max_faces, reporter.sub(0.35, 0.45)
         )
         timings["cleanup"] = time.perf_counter() - t
-        # 3. Unwrap and bake.
+        # 3. Unwrap and bake; label each face by its part (fields with parts).
         t = time.perf_counter()
-        textured = texture_mesh(field, mesh, options.texture_size, reporter.sub(0.45, 0.75))
+        textured = texture_mesh(field, mesh, options.texture_size, reporter.sub(0.45, 0.74))
         timings["texture"] = time.perf_counter() - t
+        if field.part_names:
+            t = time.perf_counter()
+            textured = label_parts(field, textured, reporter.sub(0.74, 0.75))
+            timings["parts"] = time.perf_counter() - t
         # 4. Export.
         t = time.perf_counter()
         reporter("export", 0.75, "writing GLB")
@@ -174,13 +185,15 @@ def build_asset(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     size_m = (textured.vertices.max(axis=0) - textured.vertices.min(axis=0)).tolist()
+    parts = {} if textured.face_parts is None else part_counts(textured.part_names, textured.face_parts)
     stats = {
         "faces": textured.num_faces,
         "vertices": textured.num_vertices,
         "watertight": report.watertight,
         "texture_size": options.texture_size,
         "size_m": [round(float(s), 6) for s in size_m],
+        "parts": parts,
         "cleanup": asdict(report),
         "timings": {k: round(v, 3) for k, v in timings.items()},
     }
-    return AssetResult(glb=final_glb, video=final_video, preview=final_preview, stats=stats)
+    return AssetResult(glb=final_glb, video=final_video, preview=final_preview, stats=stats, parts=parts)

@@ -32,6 +32,8 @@ class TexturedMesh:
         normals: (V, 3) float32 unit normals (smooth across UV seams).
         texture: (H, W, 3) uint8 albedo, sRGB-encoded display colours, row 0 at the top.
         colors: (V, 3) float32 albedo at the vertices in display RGB [0, 1], or None.
+        part_names: the field's material parts ("skin", "hair", ...); empty for a mesh without parts.
+        face_parts: (F,) int64 index into ``part_names`` of each face, or None without parts.
     """
 
     vertices: np.ndarray
@@ -40,6 +42,8 @@ class TexturedMesh:
     normals: np.ndarray
     texture: np.ndarray
     colors: np.ndarray | None = None
+    part_names: tuple[str, ...] = ()
+    face_parts: np.ndarray | None = None
 
     @property
     def num_vertices(self) -> int:

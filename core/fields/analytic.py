@@ -88,6 +88,60 @@ class TwoToneSphereField(SphereField):
         return np.where(top, self.top_albedo, self.bottom_albedo).astype(np.float32)
 
 
+class PartsSphereField(Field):
+    """A "head" sphere with a separate small "eye" sphere in front of it, in three material parts.
+
+    Parts (``part_names``): "skin" on the head below its centre, "hair" above it, "eyes" on the
+    small sphere; a fourth, "hat", is named but never labelled (a part with no faces). Each
+    part has its own colour. Ground truth for tests of per-part materials.
+    """
+
+    kind = "sdf"
+    lipschitz = 1.0
+    part_names = ("skin", "hair", "eyes", "hat")
+    COLOURS = np.array(
+        [[0.85, 0.65, 0.5], [0.3, 0.15, 0.05], [0.95, 0.95, 0.95], [0.1, 0.1, 0.6]], np.float32
+    )
+
+    def __init__(
+        self,
+        radius: float = 0.4,
+        center: Vec3 = (0.0, 0.0, 0.5),
+        eye_radius: float = 0.1,
+        eye_gap: float = 0.08,
+    ) -> None:
+        if not radius > 0 or not eye_radius > 0 or not eye_gap > 0:
+            raise ValueError(
+                f"radius, eye_radius and eye_gap must be > 0 metres, got {radius, eye_radius, eye_gap}"
+            )
+        self.radius, self.eye_radius = float(radius), float(eye_radius)
+        self.center = _vec3(center, "center")
+        # The eye floats in front of the head (-Y), separated by ``eye_gap``.
+        self.eye_center = self.center - np.array([0.0, radius + eye_gap + eye_radius, 0.0], np.float32)
+        margin = np.float32(0.15 * self.radius)
+        self.bbox_min = np.minimum(self.center - radius, self.eye_center - eye_radius) - margin
+        self.bbox_max = self.center + radius + margin
+
+    def _distances(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pts = _points(points)
+        head = np.linalg.norm(pts - self.center, axis=1) - self.radius
+        eye = np.linalg.norm(pts - self.eye_center, axis=1) - self.eye_radius
+        return head, eye
+
+    def value(self, points: np.ndarray) -> np.ndarray:
+        head, eye = self._distances(points)
+        return np.minimum(head, eye).astype(np.float32)
+
+    def part_labels(self, points: np.ndarray) -> np.ndarray:
+        """0 skin (head, below the centre), 1 hair (head, above), 2 eyes (nearer the small sphere)."""
+        head, eye = self._distances(points)
+        upper = _points(points)[:, 2] > self.center[2]
+        return np.where(eye < head, 2, np.where(upper, 1, 0)).astype(np.int64)
+
+    def albedo(self, points: np.ndarray) -> np.ndarray:
+        return self.COLOURS[self.part_labels(points)]
+
+
 class BoxField(Field):
     """An axis-aligned box: exact signed distance (Inigo Quilez's box formula).
 
