@@ -129,3 +129,81 @@ def test_palettes_cover_the_vocabulary():
     assert set(HAIR) == set(VOCAB["hair_color"])
     assert set(IRIS) == set(VOCAB["eye_color"])
     assert set(VOCAB["clothing_color"]) <= set(CLOTH) and set(VOCAB["headwear_color"]) <= set(CLOTH)
+
+
+# -- engine v2: parts, landmarks, presentation ---------------------------------------------
+
+from core.avatar.vocab.attributes import complete_attributes  # noqa: E402
+from core.avatar.vocab.parts import LANDMARK_PARTS, MATERIALS, PART_NAMES  # noqa: E402
+
+
+def test_parts_are_named_and_make_up_the_sdf():
+    f = AvatarField(BASE.replace(hair_style="long", glasses="square"), seed=4)
+    x = _points(4000, seed=3)
+    parts = f.parts(x)
+    assert set(parts) <= set(PART_NAMES)
+    # every part BASE asks for is there, and nothing it leaves out
+    assert {"skin", "lips", "brows", "eyes", "hair", "beard", "moustache", "glasses", "hat", "cloth"} == set(
+        parts
+    )
+    assert "glasses" not in AvatarField(BASE.replace(glasses="none")).parts(x)
+    assert "hair" not in AvatarField(BASE.replace(hair_style="bald")).parts(x)
+    assert np.allclose(f.value(x), np.min(np.stack(list(parts.values())), 0))
+    # material labels index into the field's part_names, and brows share the hair's slot
+    labels = f.part_labels(x)
+    assert f.part_names == MATERIALS and labels.min() >= 0 and labels.max() < len(MATERIALS)
+    fine = f.nearest_part(x)
+    brows = fine == PART_NAMES.index("brows")
+    assert (labels[fine == PART_NAMES.index("beard")] == MATERIALS.index("hair")).all()
+    assert (labels[brows] == MATERIALS.index("hair")).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_each_landmark_lies_on_or_in_its_part(seed):
+    attrs = sample_attributes(np.random.default_rng(seed))
+    f = AvatarField(attrs, seed=seed)
+    marks = f.landmarks()
+    assert set(marks) == set(LANDMARK_PARTS)
+    pts = np.stack([marks[k] for k in LANDMARK_PARTS])
+    parts = f.parts(pts)
+    for i, (name, part) in enumerate(LANDMARK_PARTS.items()):
+        # within 3 mm of the part's surface or inside it
+        assert parts[part][i] < 0.003, (name, part, parts[part][i])
+    # left is the avatar's own left: +X, as Blender characters face -Y
+    assert marks["eye_l"][0] > 0 > marks["eye_r"][0] and marks["mouth_l"][0] > 0 > marks["mouth_r"][0]
+    assert (
+        marks["head_top"][2]
+        > marks["eye_l"][2]
+        > marks["mouth_l"][2]
+        > marks["chin"][2]
+        > marks["neck_base"][2]
+    )
+
+
+def test_presentation_changes_the_face_and_the_priors():
+    masc = AvatarAttributes(presentation="masculine", beard="none", moustache="none")
+    fem = masc.replace(presentation="feminine")
+    x = _points(20000, seed=5)
+    assert np.abs(AvatarField(masc).value(x) - AvatarField(fem).value(x)).max() > 0.005
+    # a feminine avatar never draws facial hair, a masculine one often does
+    fem_draws = [
+        sample_attributes(np.random.default_rng(i), {"presentation": "feminine"}) for i in range(200)
+    ]
+    masc_draws = [complete_attributes({"presentation": "masculine"}, (i, 0)) for i in range(200)]
+    fem_keyed = [complete_attributes({"presentation": "feminine"}, (i, 0)) for i in range(200)]
+    facial = lambda a: a.beard != "none" or a.moustache != "none"  # noqa: E731
+    assert sum(map(facial, fem_draws)) == 0 and sum(map(facial, fem_keyed)) == 0
+    assert sum(map(facial, masc_draws)) > 60
+    # hair priors differ: long hair is likelier on feminine draws
+    long = lambda rows: sum(a.hair_style in ("long", "bob", "bun", "ponytail") for a in rows)  # noqa: E731
+    assert long(fem_keyed) > 1.5 * long(masc_draws)
+    # asked-for facial hair on a feminine avatar is drawn
+    bearded = AvatarField(fem.replace(beard="full"))
+    assert "beard" in bearded.parts(x)
+
+
+def test_editing_presentation_keeps_the_other_draws():
+    a = complete_attributes({"presentation": "masculine", "hair_style": "short"}, (7, 0))
+    b = complete_attributes({"presentation": "feminine", "hair_style": "short"}, (7, 0))
+    same = [n for n in ("skin_tone", "eye_color", "glasses", "clothing", "clothing_color", "head_shape")]
+    assert all(getattr(a, n) == getattr(b, n) for n in same)

@@ -131,7 +131,9 @@ def test_smooth_planes_keeps_constants_and_planes_apart():
 def test_completed_attributes_keep_what_was_asked_and_draw_the_rest_per_seed(model):
     asked = {"hair_style": "bob", "glasses": "round"}
     rows = model.completed_attributes(asked, seed=5, n=4, complete=True)
-    assert all(len(r) == len(ATTRIBUTE_NAMES) and r["hair_style"] == "bob" and r["glasses"] == "round" for r in rows)
+    assert all(
+        len(r) == len(ATTRIBUTE_NAMES) and r["hair_style"] == "bob" and r["glasses"] == "round" for r in rows
+    )
     assert len({tuple(sorted(r.items())) for r in rows}) > 1  # each sample its own draw
     assert rows == model.completed_attributes(asked, seed=5, n=4, complete=True)  # deterministic
     # Asking for one more attribute changes that one only (each attribute has its own draw;

@@ -1,6 +1,7 @@
 """Prompt parsing: synonyms, negation, conflicts, unknown words, and round trips with describe()."""
 
 import numpy as np
+import pytest
 
 from core.avatar.vocab.attributes import describe, sample_attributes
 from core.avatar.vocab.prompt import parse_prompt
@@ -31,7 +32,11 @@ def test_round_trip_templates_and_paraphrases():
 def test_synonyms():
     p = parse_prompt("an elderly gentleman with a ginger beard and spectacles")
     assert p.attributes == {
-        "age": "elderly", "presentation": "masculine", "hair_color": "red", "beard": "full", "glasses": "round"
+        "age": "elderly",
+        "presentation": "masculine",
+        "hair_color": "red",
+        "beard": "full",
+        "glasses": "round",
     }
     p = parse_prompt("teen with a blond pony tail, gray eyes and a navy hooded sweatshirt")
     assert p.attributes == {
@@ -78,3 +83,47 @@ def test_unknown_and_ambiguous_words_are_reported():
 def test_empty_prompt_says_nothing():
     p = parse_prompt("   ")
     assert p.attributes == {} and p.unknown_words == []
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("a young woman with long ginger hair", {"presentation": "feminine", "age": "young"}),
+        ("she has a bob", {"presentation": "feminine", "hair_style": "bob"}),
+        ("a guy in his thirties", {"presentation": "masculine"}),
+        ("grandma in a beanie", {"presentation": "feminine", "age": "elderly", "headwear": "beanie"}),
+        ("a grandpa", {"presentation": "masculine", "age": "elderly"}),
+        ("a girl", {"presentation": "feminine", "age": "young"}),
+        ("a boy", {"presentation": "masculine", "age": "young"}),
+        ("a lady with her hair in a bun", {"presentation": "feminine", "hair_style": "bun"}),
+        ("a gentleman", {"presentation": "masculine"}),
+        ("a ponytailed man", {"presentation": "masculine", "hair_style": "ponytail"}),
+        ("a bespectacled woman", {"presentation": "feminine", "glasses": "round"}),
+        ("a clean-shaven man", {"presentation": "masculine", "beard": "none", "moustache": "none"}),
+        ("a grey-haired lady", {"presentation": "feminine", "hair_color": "grey"}),
+    ],
+)
+def test_presentation_and_compound_words(text, expected):
+    got = parse_prompt(text).attributes
+    assert {k: got.get(k) for k in expected} == expected, got
+
+
+def test_presentation_words_are_never_dropped_silently():
+    # the words that carry presentation are read, not stopwords
+    from core.avatar.vocab.prompt import FEMININE_WORDS, MASCULINE_WORDS, STOPWORDS
+
+    assert not (set(FEMININE_WORDS) | set(MASCULINE_WORDS)) & STOPWORDS
+    assert parse_prompt("a man").unknown_words == [] and parse_prompt("a woman").unknown_words == []
+
+
+def test_bearded_woman_is_allowed_and_says_so():
+    p = parse_prompt("a bearded woman with a moustache")
+    assert p.attributes["presentation"] == "feminine" and p.attributes["beard"] == "full"
+    assert p.attributes["moustache"] == "moustache"
+    assert any("feminine" in n and "as asked" in n for n in p.notes)
+
+
+def test_conflicting_presentation_is_reported():
+    p = parse_prompt("a man, no, a woman")
+    assert p.attributes["presentation"] == "feminine"
+    assert any(c.startswith("presentation") for c in p.conflicts)

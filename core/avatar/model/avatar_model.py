@@ -18,8 +18,8 @@ from core.avatar.model.diffusion import (
     PlaneNormalizer,
     TriplaneUNet,
     ddim_sample,
-    roll_in,
     pool_planes,
+    roll_in,
     roll_out,
     upsample_planes,
 )
@@ -113,7 +113,9 @@ class AvatarModel:
         tensors = load_file(str(weights))
         decoder = TriplaneDecoder(tcfg)
         if tcfg.resolution % dcfg.downsample:
-            raise ModelError(f"{meta_path}: plane resolution {tcfg.resolution} is not divisible by downsample {dcfg.downsample}")
+            raise ModelError(
+                f"{meta_path}: plane resolution {tcfg.resolution} is not divisible by downsample {dcfg.downsample}"
+            )
         unet = TriplaneUNet(tcfg.channels, tcfg.resolution // dcfg.downsample, dcfg, n_attributes=len(known))
         try:
             decoder.load_state_dict(

@@ -78,7 +78,9 @@ def upsample_planes(planes: torch.Tensor, factor: int) -> torch.Tensor:
     if factor == 1:
         return planes
     B, P, C, r, _ = planes.shape
-    up = F.interpolate(planes.reshape(B * P, C, r, r), scale_factor=factor, mode="bilinear", align_corners=False)
+    up = F.interpolate(
+        planes.reshape(B * P, C, r, r), scale_factor=factor, mode="bilinear", align_corners=False
+    )
     return up.reshape(B, P, C, r * factor, r * factor)
 
 

@@ -37,8 +37,8 @@ from core.avatar.model.triplane import (
     occupancy_iou,
     sample_field_points,
 )
-from core.avatar.vocab.parts import PART_NAMES
 from core.avatar.vocab.attributes import ATTRIBUTE_NAMES, AvatarAttributes, sample_attributes
+from core.avatar.vocab.parts import PART_NAMES
 
 POINT_KEYS = ("uniform_xyz", "uniform_sdf", "near_xyz", "near_sdf", "near_rgb", "near_part")
 
@@ -117,12 +117,16 @@ def preset(name: str) -> TrainConfig:
             ),
             decoder_fit=FitConfig(steps=400, n_uniform=96, n_near=256),
             fit=FitConfig(steps=80, n_uniform=64, n_near=224, lr_planes=3e-2),
-            diffusion=DiffusionConfig(base_channels=32, channel_mults=(1, 2, 2), patch=2, cond_dim=128, downsample=2),
+            diffusion=DiffusionConfig(
+                base_channels=32, channel_mults=(1, 2, 2), patch=2, cond_dim=128, downsample=2
+            ),
             diffusion_train=DiffusionTrainConfig(steps=4000, batch_size=16, lr=1e-3, warmup=50, ema=0.995),
             threads=1,
         )
     if name == "smoke":
-        tp = TriplaneConfig(channels=4, resolution=8, hidden=16, layers=1, focus=FACE_BOX, parts=len(PART_NAMES))
+        tp = TriplaneConfig(
+            channels=4, resolution=8, hidden=16, layers=1, focus=FACE_BOX, parts=len(PART_NAMES)
+        )
         return TrainConfig(
             n_avatars=6,
             decoder_avatars=4,
@@ -241,7 +245,9 @@ def stage_data(cfg: TrainConfig, work: Path, budget: Budget) -> None:
                 v = pts[k]
                 if k == "near_rgb":
                     v = (v * 255).round().astype(np.uint8)
-                cols[k].append(v.astype(np.uint8) if k == "near_part" else v if k == "near_rgb" else v.astype(np.float16))
+                cols[k].append(
+                    v.astype(np.uint8) if k == "near_part" else v if k == "near_rgb" else v.astype(np.float16)
+                )
             cols["attrs"].append(attrs.indices())
             cols["seeds"].append(np.int64(seed))
         tmp = out / f"shard_{s:04d}.tmp.npz"

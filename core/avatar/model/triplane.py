@@ -199,7 +199,14 @@ class PointSet:
         return PointSet(*(None if t is None else t[index] for t in self.tensors()))
 
     def tensors(self) -> tuple[torch.Tensor | None, ...]:
-        return (self.uniform_xyz, self.uniform_sdf, self.near_xyz, self.near_sdf, self.near_rgb, self.near_part)
+        return (
+            self.uniform_xyz,
+            self.uniform_sdf,
+            self.near_xyz,
+            self.near_sdf,
+            self.near_rgb,
+            self.near_part,
+        )
 
     def draw(self, n_uniform: int, n_near: int, gen: torch.Generator | None = None) -> PointSet:
         """A random subset of each avatar's points: (B, n_uniform) and (B, n_near)."""

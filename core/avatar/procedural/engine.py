@@ -126,11 +126,15 @@ class AvatarField(Field):
                 head = sdf.smin(head, sdf.sphere(x, H + [s * 0.04, -0.058, -0.035], 0.03), 0.02)
         if a.presentation == "feminine":  # high cheekbones
             for s in (-1, 1):
-                head = sdf.smin(head, sdf.ellipsoid(x, H + [s * 0.045, -0.062, -0.01], [0.018, 0.014, 0.012]), 0.015)
+                head = sdf.smin(
+                    head, sdf.ellipsoid(x, H + [s * 0.045, -0.062, -0.01], [0.018, 0.014, 0.012]), 0.015
+                )
         if ridge and P.brow_ridge > 0:  # a bar along the brows, standing out of the forehead
             r = 0.008
             for s, by in zip((1, -1), self.brow_y, strict=True):
-                bar = sdf.capsule(x, [s * 0.012, by + r + 0.004, H[2] + 0.04], [s * 0.05, by + r + 0.012, H[2] + 0.04], r)
+                bar = sdf.capsule(
+                    x, [s * 0.012, by + r + 0.004, H[2] + 0.04], [s * 0.05, by + r + 0.012, H[2] + 0.04], r
+                )
                 head = sdf.smin(head, bar - P.brow_ridge, 0.012)
         ns = P.nose_scale
         tip = H + [0, -R[1] - 0.006 * ns, -0.02 - P.sag]
@@ -139,13 +143,17 @@ class AvatarField(Field):
         for s in (-1, 1):  # nostril wings
             nose = sdf.smin(nose, sdf.sphere(x, tip + [s * 0.009 * ns, 0.007, -0.005], 0.0065 * ns), 0.005)
         for s in (-1, 1):  # nostrils
-            nose = sdf.subtract(nose, sdf.sphere(x, tip + [s * 0.0055 * ns, 0.001, -0.0115 * ns], 0.0032 * ns))
+            nose = sdf.subtract(
+                nose, sdf.sphere(x, tip + [s * 0.0055 * ns, 0.001, -0.0115 * ns], 0.0032 * ns)
+            )
         head = sdf.smin(head, nose, 0.01)
         es = P.ear_scale
         for s in (-1, 1):
             centre = H + [s * (R[0] - 0.002), 0.008, 0.0]
             ear = sdf.ellipsoid(x, centre, [0.011, 0.018 * es, 0.03 * es])
-            ear = sdf.subtract(ear, sdf.ellipsoid(x, centre + [s * 0.009, -0.002, 0.0], [0.006, 0.011 * es, 0.02 * es]))
+            ear = sdf.subtract(
+                ear, sdf.ellipsoid(x, centre + [s * 0.009, -0.002, 0.0], [0.006, 0.011 * es, 0.02 * es])
+            )
             head = sdf.smin(head, ear, 0.006)
         return head
 
@@ -167,7 +175,9 @@ class AvatarField(Field):
             return None, 0.0
         back = 0.5 + 0.5 * np.tanh(rel[:, 1] / 0.04)  # 0 at the face, 1 at the back
         # cropped styles show the forehead and brows; bobs and long hair keep a fringe
-        front = {"buzz": 0.072, "short": 0.068, "curly": 0.062, "bun": 0.066, "ponytail": 0.066}.get(style, 0.05)
+        front = {"buzz": 0.072, "short": 0.068, "curly": 0.062, "bun": 0.066, "ponytail": 0.066}.get(
+            style, 0.05
+        )
         hairline = front * (1 - back) - 0.055 * back
         shell = sdf.ellipsoid(x, H + [0, 0.004, 0.004], R + thick)
         region = hairline - rel[:, 2]
@@ -225,13 +235,20 @@ class AvatarField(Field):
         upper = sdf.ellipsoid(x, [0, my + 0.0015, mz + 0.0042 * ls], [0.022, 0.0065, 0.0042 * ls])
         lower = sdf.ellipsoid(x, [0, my + 0.002, mz - 0.0048 * ls], [0.020, 0.0065, 0.0050 * ls])
         lips = np.minimum(upper, lower)
-        parts["lips"] = sdf.subtract(lips, sdf.round_box(x, [0, my - 0.004, mz], [0.024, 0.008, 0.0007], 0.0005))
+        parts["lips"] = sdf.subtract(
+            lips, sdf.round_box(x, [0, my - 0.004, mz], [0.024, 0.008, 0.0007], 0.0005)
+        )
         brows = []
         for s, by in zip((1, -1), self.brow_y, strict=True):
             inner = np.array([s * 0.016, by + 0.006, H[2] + 0.043])
             peak = np.array([s * 0.034, by + 0.001, H[2] + 0.047 + P.brow_arch])
             outer = np.array([s * 0.050, by + 0.010, H[2] + 0.044])
-            brows.append(np.minimum(sdf.capsule(x, inner, peak, P.brow_thickness), sdf.capsule(x, peak, outer, 0.8 * P.brow_thickness)))
+            brows.append(
+                np.minimum(
+                    sdf.capsule(x, inner, peak, P.brow_thickness),
+                    sdf.capsule(x, peak, outer, 0.8 * P.brow_thickness),
+                )
+            )
         parts["brows"] = np.minimum(*brows)
         parts["eyes"] = np.minimum(*(sdf.sphere(x, c, P.eye_radius) for c in self.eye_centres))
 
@@ -381,7 +398,9 @@ class AvatarField(Field):
         if a.age == "elderly":  # paler, greyer skin
             skin = 0.85 * skin + 0.15 * np.mean(skin)
         hair = tint(HAIR[a.hair_color])
-        lip = skin * (np.array([0.88, 0.5, 0.52]) if a.presentation == "feminine" else np.array([0.85, 0.6, 0.58]))
+        lip = skin * (
+            np.array([0.88, 0.5, 0.52]) if a.presentation == "feminine" else np.array([0.85, 0.6, 0.58])
+        )
         colours = {
             "skin": skin,
             "lips": lip,
