@@ -25,7 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data-dir", type=Path, default=None, help=f"jobs and files (default {default_data_dir()})"
     )
-    p.add_argument("--token", default=None, help="Bearer token clients must send (default: env KILN_TOKEN)")
+    p.add_argument(
+        "--token",
+        default=None,
+        help="Bearer token clients must send; visible in the process list, prefer env KILN_TOKEN or --token-file",
+    )
+    p.add_argument(
+        "--token-file", type=Path, default=None, help="read the Bearer token from this file (first line)"
+    )
     p.add_argument("--text-model", default=None, help="text_to_3d diffusion model: hub id or local folder")
     p.add_argument("--avatar-weights", default=None, help="avatar model folder (default: shipped)")
     p.add_argument(
@@ -53,6 +60,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cancel-grace", type=float, default=10.0, help="seconds before a cancelled job is killed"
     )
+    p.add_argument(
+        "--min-free-mb",
+        type=float,
+        default=200.0,
+        help="free space the data folder's disk must keep; below it submissions get 507 (default %(default)g)",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a client has to send its request headers (default %(default)g)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=15.0,
+        help="seconds a request body may stall without a byte (default %(default)g)",
+    )
+    p.add_argument(
+        "--max-connections", type=int, default=512, help="open connections at most (default %(default)d)"
+    )
+    p.add_argument(
+        "--max-unauthenticated",
+        type=int,
+        default=32,
+        help="non-loopback binds: connections not yet sending the token, at most (default %(default)d)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--version", action="version", version=f"kiln-server {__version__}")
     return p
@@ -63,13 +97,21 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        token = args.token or os.environ.get("KILN_TOKEN") or None
+        if args.token_file is not None:
+            try:
+                token = args.token_file.read_text().strip().splitlines()[0].strip()
+            except (OSError, IndexError, UnicodeDecodeError) as exc:
+                raise ValueError(f"cannot read a token from {args.token_file}: {exc}") from None
+        # The worker and anything else this process starts must not inherit the secret.
+        os.environ.pop("KILN_TOKEN", None)
         engines = parse_engine_specs(os.environ.get("KILN_EXTRA_ENGINES", "").split(","))
         engines.update(parse_engine_specs(args.engine))
         config = ServerConfig(
             data_dir=args.data_dir or default_data_dir(),
             host=args.host,
             port=args.port,
-            token=args.token or os.environ.get("KILN_TOKEN") or None,
+            token=token,
             extra_engines=engines,
             only_kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()) if args.kinds else (),
             text_to_3d_model=args.text_model,
@@ -80,6 +122,11 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
             worker_nice=args.worker_nice,
             worker_threads=args.worker_threads,
             max_queued=args.max_queued,
+            min_free_mb=args.min_free_mb,
+            header_timeout_s=args.header_timeout,
+            body_timeout_s=args.body_timeout,
+            max_connections=args.max_connections,
+            max_unauthenticated=args.max_unauthenticated,
             log_level=args.log_level,
         )
         config.check()

@@ -17,13 +17,15 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from server import __version__
 from server.config import LOOPBACK_NAMES, ServerConfig, is_loopback
+from server.disk import below_floor_reason, disk_full_reason, free_mb, is_disk_full
 from server.engines import available_kinds, engine_table
 from server.guards import BodyLimit, HostOriginGuard, ServerTiming
 from server.notify import Notifier
@@ -37,7 +39,7 @@ from server.schemas import (
     _attribute_vocab,
     job_request_model,
 )
-from server.store import RUNNING, STATES, JobRecord, JobStore
+from server.store import CANCELLED, FAILED, RUNNING, STATES, JobRecord, JobStore
 from server.supervisor import Supervisor, job_dir
 from server.uploads import UploadError, check_photo, guard_pillow
 
@@ -75,6 +77,37 @@ _PHOTO_BODY = {
     },
 }
 _ERROR = {"description": "Error", "content": {"application/json": {"schema": {"type": "object"}}}}
+DOCS_ASSETS = "/docs-assets"
+"""Where Swagger UI's own files are served from (package swagger-ui-bundle), so /docs works offline."""
+
+
+def _swagger_ui_folder() -> Path | None:
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        return None
+    folder = Path(str(swagger_ui_path))
+    return folder if (folder / "swagger-ui-bundle.js").is_file() else None
+
+
+def _check_range(header: str | None, size: int) -> None:
+    """Refuse a bad ``Range`` the way every other error is refused: JSON ``detail`` (400 or 416)."""
+    if header is None:
+        return
+    from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
+
+    try:
+        FileResponse._parse_range_header(header, size)
+    except MalformedRangeHeader as exc:
+        raise HTTPException(
+            400, f"bad Range header {header[:100]!r}: {exc.content}; send e.g. 'bytes=0-1023'"
+        ) from None
+    except RangeNotSatisfiable:
+        raise HTTPException(
+            416,
+            f"the range {header[:100]!r} starts past the end of the file ({size} bytes)",
+            headers={"Content-Range": f"bytes */{size}"},
+        ) from None
 
 
 def content_type(name: str) -> str:
@@ -120,8 +153,11 @@ def _validation_error(exc: ValidationError, prefix: tuple[str, ...]) -> RequestV
     return RequestValidationError(errors)
 
 
-def create_app(config: ServerConfig) -> FastAPI:
-    """Build the app; the job store and the worker start with its lifespan."""
+def create_app(config: ServerConfig, store: JobStore | None = None) -> FastAPI:
+    """Build the app; the job store and the worker start with its lifespan.
+
+    ``store`` replaces the job store (tests pass one that injects faults).
+    """
     config.data_dir.mkdir(parents=True, exist_ok=True)
     guard_pillow(config.max_image_pixels)
     kinds = available_kinds(config.extra_engines, config.only_kinds)
@@ -131,7 +167,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     JobRequest = job_request_model(json_kinds, table)
     PhotoRequest = job_request_model([photo_kind] if photo_kind else [], table)
     notifier = Notifier()
-    store = JobStore(config.data_dir / "jobs.sqlite3")
+    store = store if store is not None else JobStore(config.data_dir / "jobs.sqlite3")
     supervisor = Supervisor(store, config, notifier.publish)
 
     @asynccontextmanager
@@ -174,6 +210,25 @@ def create_app(config: ServerConfig) -> FastAPI:
                 f"{queued} jobs are already queued; wait for some to finish or cancel some, then resubmit",
             )
 
+    def disk_status() -> dict[str, Any]:
+        free = free_mb(config.data_dir)
+        reason = supervisor.store_problem
+        if reason is None and config.min_free_mb > 0 and free < config.min_free_mb:
+            reason = below_floor_reason(config.data_dir, config.min_free_mb)
+        return {
+            "data_dir": str(config.data_dir),
+            "free_mb": round(free, 1),
+            "min_free_mb": config.min_free_mb,
+            "accepting_jobs": reason is None,
+            "reason": reason,
+        }
+
+    def check_disk() -> None:
+        """507 while the store cannot be written or free space is under the floor."""
+        reason = disk_status()["reason"]
+        if reason is not None:
+            raise HTTPException(507, reason)
+
     def submit(kind: str, params: dict[str, Any], job_id: str | None = None) -> dict[str, Any]:
         if params.get("seed") is None:
             params["seed"] = secrets.randbelow(2**31)
@@ -210,12 +265,17 @@ def create_app(config: ServerConfig) -> FastAPI:
                 "upload_bytes": config.max_upload_bytes,
                 "image_pixels": config.max_image_pixels,
             },
+            "disk": disk_status(),
         }
 
     @router.post(
-        "/jobs", status_code=201, response_model=JobOut, responses={422: _ERROR, 413: _ERROR, 429: _ERROR}
+        "/jobs",
+        status_code=201,
+        response_model=JobOut,
+        responses={422: _ERROR, 413: _ERROR, 429: _ERROR, 507: _ERROR},
     )
     async def create_job(request: JobRequest) -> dict[str, Any]:  # type: ignore[valid-type]
+        check_disk()
         check_queue()
         params = request.model_dump(exclude={"kind"})
         return submit(request.kind, params)
@@ -225,7 +285,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         status_code=201,
         response_model=JobOut,
         openapi_extra={"requestBody": _PHOTO_BODY},
-        responses={409: _ERROR, 413: _ERROR, 415: _ERROR, 422: _ERROR, 429: _ERROR},
+        responses={409: _ERROR, 413: _ERROR, 415: _ERROR, 422: _ERROR, 429: _ERROR, 507: _ERROR},
     )
     async def create_photo_job(request: Request) -> dict[str, Any]:
         """Create a photo_avatar job from a multipart upload: part ``photo``, optional part ``params``."""
@@ -234,6 +294,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             raise HTTPException(
                 409, "this server has no photo_avatar engine installed; see GET /v1/info kinds"
             )
+        check_disk()
         check_queue()
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise HTTPException(415, "send multipart/form-data with the image in a part named 'photo'")
@@ -291,8 +352,12 @@ def create_app(config: ServerConfig) -> FastAPI:
         def write() -> None:
             folder.mkdir(parents=True, exist_ok=True)
             tmp = folder / f".photo.{checked.extension}.tmp"
-            tmp.write_bytes(data)
-            os.replace(tmp, folder.parent / rel)
+            try:
+                tmp.write_bytes(data)
+                os.replace(tmp, folder.parent / rel)
+            except OSError:
+                shutil.rmtree(folder.parent, ignore_errors=True)  # no half upload left behind
+                raise
 
         await run_in_threadpool(write)
         params["photo_path"] = rel
@@ -358,7 +423,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         response_class=FileResponse,
         responses={200: {"content": {"application/octet-stream": {}}}, 404: _ERROR, 409: _ERROR, 416: _ERROR},
     )
-    async def read_artifact(job_id: str, name: str) -> FileResponse:
+    async def read_artifact(job_id: str, name: str, request: Request) -> FileResponse:
         """One finished file; supports ``Range`` (video scrubbing, resumed downloads)."""
         job = get_job(job_id)
         if job.state != "succeeded":
@@ -374,9 +439,33 @@ def create_app(config: ServerConfig) -> FastAPI:
         path = (root / artifact.path).resolve()
         if not path.is_relative_to(root) or not path.is_file():
             raise HTTPException(404, f"the file of artifact {name} is gone from the data folder")
+        if request.method in ("GET", "HEAD") and request.headers.get("if-range") is None:
+            _check_range(request.headers.get("range"), path.stat().st_size)
         return FileResponse(
             path, media_type=content_type(name), filename=name, content_disposition_type="inline"
         )
+
+    @router.post(
+        "/jobs/{job_id}/resume",
+        status_code=202,
+        response_model=JobOut,
+        responses={404: _ERROR, 409: _ERROR, 507: _ERROR},
+    )
+    async def resume_job(job_id: str) -> dict[str, Any]:
+        """Queue a failed or cancelled job again; it continues from the checkpoints it kept
+        (e.g. after a full disk: free space, then resume)."""
+        before = get_job(job_id)
+        if before.state not in (FAILED, CANCELLED):
+            raise HTTPException(409, f"job {job_id} is {before.state}; only failed or cancelled jobs resume")
+        check_disk()
+        check_queue()
+        job = store.requeue(job_id)
+        if job is None:
+            raise HTTPException(409, f"job {job_id} changed meanwhile; read it again")
+        log.info("job %s (%s): %s -> queued (resume)", job.id, job.kind, before.state)
+        notifier.publish(job_id)
+        supervisor.wake()
+        return job_out(job)
 
     @router.post("/jobs/{job_id}/cancel", status_code=202, response_model=JobOut, responses={404: _ERROR})
     async def cancel_job(job_id: str) -> dict[str, Any]:
@@ -411,12 +500,40 @@ def create_app(config: ServerConfig) -> FastAPI:
             notifier.publish(job_id)
         return Response(status_code=204)
 
+    assets = _swagger_ui_folder()
     app = FastAPI(
         title="Kiln server",
         version=__version__,
         description="Local job server: text and photos to textured 3D assets and avatars. See docs/API.md.",
         lifespan=lifespan,
+        docs_url=None if assets is not None else "/docs",
     )
+    if assets is not None:
+        from fastapi.staticfiles import StaticFiles
+
+        app.mount(DOCS_ASSETS, StaticFiles(directory=assets), name="docs-assets")
+
+        @app.get("/docs", include_in_schema=False)
+        async def docs() -> HTMLResponse:
+            # Swagger UI from the server itself, not a CDN: the page works on an offline machine.
+            return get_swagger_ui_html(
+                openapi_url=app.openapi_url or "/openapi.json",
+                title=f"{app.title} - Swagger UI",
+                swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+            )
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> Response:
+        # A full disk is the operator's to fix: 507 with the folder and free space; anything
+        # else is a bug, answered in JSON like every other error.
+        if is_disk_full(exc):
+            return JSONResponse({"detail": disk_full_reason(config.data_dir)}, status_code=507)
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return JSONResponse(
+            {"detail": f"internal error ({type(exc).__name__}); see the server log"}, status_code=500
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:

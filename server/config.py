@@ -98,7 +98,21 @@ class ServerConfig:
     cancel_grace_s: float = 10.0
     """Seconds a running job has to stop after a cancel before its worker is killed."""
     max_attempts: int = 3
-    """Starts of one job (server restarts included) before it is failed instead of resumed."""
+    """Server stops or kills in a row, each before the job made any progress, after which it is
+    failed instead of resumed (it may be what stops the server). Interruptions after progress
+    do not count."""
+    min_free_mb: float = 200.0
+    """Free space (MB) the data folder's disk must keep: below it submissions get 507 and queued
+    jobs wait (``--min-free-mb``; 0 turns the floor off)."""
+    header_timeout_s: float = 10.0
+    """Seconds a connection has to send a request's headers before it is closed."""
+    body_timeout_s: float = 15.0
+    """Seconds a request body may go without receiving a byte before the connection is closed."""
+    max_connections: int = 512
+    """Open connections at most; more are answered 503 and closed."""
+    max_unauthenticated: int = 32
+    """On a non-loopback bind with a token: connections that have not yet sent the token, at most;
+    beyond it the oldest of them is closed."""
     max_queued: int = 1000
     """Queued jobs beyond which submissions get 429 (a runaway script cannot fill the disk)."""
     max_upload_bytes: int = 20 * 1024 * 1024
@@ -126,5 +140,11 @@ class ServerConfig:
             raise ValueError("the token is too short to be a secret; use at least 8 characters")
         if self.cancel_grace_s <= 0:
             raise ValueError("the cancel grace period must be positive seconds")
+        if self.min_free_mb < 0:
+            raise ValueError("--min-free-mb must be 0 or more megabytes")
+        if self.header_timeout_s <= 0 or self.body_timeout_s <= 0:
+            raise ValueError("the header and body timeouts must be positive seconds")
+        if self.max_connections < 1 or self.max_unauthenticated < 1:
+            raise ValueError("--max-connections and --max-unauthenticated must be 1 or more")
         if self.worker_threads is not None and not 1 <= self.worker_threads <= 1024:
             raise ValueError(f"--worker-threads must be 1 or more, got {self.worker_threads}")

@@ -189,3 +189,8 @@ class Info(BaseModel):
     attributes: dict[str, list[str]]
     presets: list[str]
     limits: dict[str, int] = Field(description="Upload and prompt limits.")
+    disk: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The data folder's disk: data_dir, free_mb, min_free_mb (the floor under which "
+        "submissions get 507), accepting_jobs, and reason (why not, else null).",
+    )

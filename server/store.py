@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import secrets
 import sqlite3
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("kiln.server")
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
 STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
@@ -32,12 +37,22 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempts INTEGER NOT NULL DEFAULT 0,
     owner TEXT NOT NULL DEFAULT '',
     version INTEGER NOT NULL DEFAULT 1,
+    peak_progress REAL NOT NULL DEFAULT 0,
+    peak_at_start REAL NOT NULL DEFAULT 0,
+    stalls INTEGER NOT NULL DEFAULT 0,
     created_at TEXT NOT NULL,
     started_at TEXT,
     finished_at TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
 """
+_ADDED_COLUMNS = {
+    "owner": "TEXT NOT NULL DEFAULT ''",
+    "peak_progress": "REAL NOT NULL DEFAULT 0",
+    "peak_at_start": "REAL NOT NULL DEFAULT 0",
+    "stalls": "INTEGER NOT NULL DEFAULT 0",
+}
+"""Columns newer than the first schema, added to older databases when they are opened."""
 
 
 def utc_now() -> str:
@@ -119,23 +134,88 @@ class JobStore:
         self.owner = secrets.token_hex(8)
         """This store's claim mark: a running job owned by another mark was left by an earlier server."""
         self._local = threading.local()
+        self._generation = 0
+        self.read_only = False
+        """True when the database could not be opened for writing (a full disk): reads only."""
+        try:
+            self.open_for_writing()
+        except sqlite3.Error as exc:
+            log.warning("job store %s opened read-only: %s", self.path, exc)
+            self._use_read_only()
+
+    def open_for_writing(self) -> None:
+        """(Re)open the database for writing: WAL mode, the schema, columns of newer versions.
+
+        Raises:
+            sqlite3.Error: the database cannot be written (e.g. the disk is full).
+        """
+        self.read_only = False
+        self._generation += 1
         conn = self._conn()
         conn.execute("PRAGMA journal_mode=WAL")
         conn.executescript(_SCHEMA)
-        # Databases from before the owner mark: add the column (every old job reads as unowned).
+        # Databases of older versions: add the columns (every old job reads as unowned, no stalls).
         columns = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
-        if "owner" not in columns:
-            conn.execute("ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+        for name, decl in _ADDED_COLUMNS.items():
+            if name not in columns:
+                conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
+
+    def _use_read_only(self) -> None:
+        self.read_only = True
+        self._generation += 1
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "generation", None) != self._generation:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+            conn = None
         if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
+            if self.read_only:
+                conn = self._read_only_conn()
+            else:
+                conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA busy_timeout=30000")
             conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=30000")
             self._local.conn = conn
+            self._local.generation = self._generation
         return conn
+
+    def _read_only_conn(self) -> sqlite3.Connection:
+        # mode=ro reads what a killed server left in the -wal file too; it needs the -shm file,
+        # which a full disk may not let SQLite make. immutable=1 then: no locks, no -shm or -wal
+        # files (after a clean stop the -wal is merged, so nothing is missed).
+        if self.path.is_file():
+            for query in ("mode=ro", "immutable=1"):
+                try:
+                    uri = f"{self.path.resolve().as_uri()}?{query}"
+                    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+                    conn.execute("SELECT COUNT(*) FROM jobs").fetchone()
+                    return conn
+                except sqlite3.Error as exc:
+                    log.warning("job store %s unreadable with %s: %s", self.path, query, exc)
+        conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        conn.executescript(_SCHEMA)
+        return conn
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT; on any error roll back if SQLite has not already done so.
+
+        A COMMIT that fails for a full disk may leave SQLite with no open transaction (it rolled
+        back itself); a plain ROLLBACK would then raise over the real error.
+        """
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         """Close this thread's connection (others close when their thread ends)."""
@@ -182,36 +262,44 @@ class JobStore:
     def recover(self, max_attempts: int) -> list[tuple[JobRecord, str]]:
         """Settle jobs left running by a server that stopped; return (job, what happened).
 
-        A job whose cancel was requested becomes cancelled; one already started
-        ``max_attempts`` times becomes failed (it may be what kills the server);
-        any other keeps running and is resumed from its checkpoints.
+        A job whose cancel was requested becomes cancelled. A server stop or kill is not the
+        job's fault, so it only counts against a job that made no progress since it last
+        started (``stalls``): one interrupted ``max_attempts`` times in a row without getting
+        further becomes failed (it may be what kills the server). Any other keeps running and
+        is resumed from its checkpoints.
         """
         outcomes: list[tuple[JobRecord, str]] = []
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for row in conn.execute("SELECT * FROM jobs WHERE state = ? ORDER BY seq", (RUNNING,)).fetchall():
+        with self._transaction() as conn:
+            rows = conn.execute(
+                "SELECT *, peak_progress > peak_at_start AS moved FROM jobs WHERE state = ? ORDER BY seq",
+                (RUNNING,),
+            ).fetchall()
+            for row in rows:
                 job = _record(row)
+                if row["moved"]:
+                    stalls = 0
+                elif row["owner"] == "":  # paused by a clean shutdown (release): not an interruption
+                    stalls = row["stalls"]
+                else:
+                    stalls = row["stalls"] + 1
                 if job.cancel_requested:
                     self._finish_in_tx(job.id, CANCELLED, "cancelled while the server was stopped", None, {})
                     outcomes.append((job, "cancelled"))
-                elif job.attempts >= max_attempts:
+                elif stalls >= max_attempts:
                     error = (
-                        f"the job was interrupted {job.attempts} times (the server stopped while it ran); "
-                        "it may be what stops the server: resubmit it with a smaller preset or output size"
+                        f"the job was interrupted {stalls} times without making progress (the server "
+                        "stopped each time before it got further); it may be what stops the server: "
+                        "resubmit it with a smaller preset or output size"
                     )
                     self._finish_in_tx(job.id, FAILED, "interrupted too often", error, {})
                     outcomes.append((job, "failed"))
                 else:
                     conn.execute(
-                        "UPDATE jobs SET message = ?, eta_seconds = NULL, version = version + 1 WHERE id = ?",
-                        ("resuming after a server restart", job.id),
+                        "UPDATE jobs SET message = ?, eta_seconds = NULL, stalls = ?, version = version + 1 "
+                        "WHERE id = ?",
+                        ("resuming after a server restart", stalls, job.id),
                     )
                     outcomes.append((job, "resume"))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return [(self.get(j.id) or j, what) for j, what in outcomes]
 
     def claim_next(self) -> JobRecord | None:
@@ -220,9 +308,7 @@ class JobStore:
         Jobs left running by an earlier server (another owner mark) come first, then
         queued jobs in submission order.
         """
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as conn:
             row = conn.execute(
                 "SELECT id FROM jobs WHERE state = ? AND cancel_requested = 0 AND owner != ? "
                 "ORDER BY seq LIMIT 1",
@@ -233,18 +319,13 @@ class JobStore:
                     "SELECT id FROM jobs WHERE state = ? ORDER BY seq LIMIT 1", (QUEUED,)
                 ).fetchone()
             if row is None:
-                conn.execute("COMMIT")
                 return None
             conn.execute(
                 "UPDATE jobs SET state = ?, attempts = attempts + 1, started_at = COALESCE(started_at, ?), "
                 "eta_seconds = NULL, message = CASE WHEN state = ? THEN message ELSE 'starting' END, "
-                "owner = ?, version = version + 1 WHERE id = ?",
+                "owner = ?, peak_at_start = peak_progress, version = version + 1 WHERE id = ?",
                 (RUNNING, utc_now(), RUNNING, self.owner, row["id"]),
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return self.get(row["id"])
 
     def update_progress(
@@ -254,8 +335,8 @@ class JobStore:
         return (
             self._write(
                 "UPDATE jobs SET stage = ?, progress = ?, message = ?, eta_seconds = ?, "
-                "version = version + 1 WHERE id = ? AND state = ?",
-                (stage, progress, message, eta_seconds, job_id, RUNNING),
+                "peak_progress = MAX(peak_progress, ?), version = version + 1 WHERE id = ? AND state = ?",
+                (stage, progress, message, eta_seconds, progress, job_id, RUNNING),
             )
             == 1
         )
@@ -285,9 +366,7 @@ class JobStore:
 
     def request_cancel(self, job_id: str) -> JobRecord | None:
         """Cancel a queued job at once, flag a running one for its worker; finished jobs are unchanged."""
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as conn:
             conn.execute(
                 "UPDATE jobs SET state = ?, message = 'cancelled before it started', finished_at = ?, "
                 "version = version + 1 WHERE id = ? AND state = ?",
@@ -298,11 +377,20 @@ class JobStore:
                 "WHERE id = ? AND state = ? AND cancel_requested = 0",
                 (job_id, RUNNING),
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return self.get(job_id)
+
+    def requeue(self, job_id: str) -> JobRecord | None:
+        """Queue a failed or cancelled job again (Resume); it restarts from the checkpoints it kept.
+
+        Returns the job, or None when it is unknown or not failed/cancelled.
+        """
+        changed = self._write(
+            "UPDATE jobs SET state = ?, message = 'queued again (resume)', error = NULL, "
+            "finished_at = NULL, eta_seconds = NULL, cancel_requested = 0, stalls = 0, owner = '', "
+            "version = version + 1 WHERE id = ? AND state IN (?, ?)",
+            (QUEUED, job_id, FAILED, CANCELLED),
+        )
+        return self.get(job_id) if changed == 1 else None
 
     def delete(self, job_id: str) -> bool:
         """Remove a finished job's row; False when it is unknown or still active."""

@@ -22,6 +22,7 @@ from typing import Any
 
 from core.pipelines.jobs import EngineSettings
 from server.config import ServerConfig
+from server.disk import Reserve, below_floor_reason, disk_full_reason, free_mb, is_disk_full
 from server.store import CANCELLED, FAILED, RUNNING, SUCCEEDED, Artifact, JobRecord, JobStore
 from server.worker import INTERRUPTED_EXIT, worker_main
 
@@ -31,6 +32,10 @@ ARTIFACT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 """Names an engine may give its artifacts: no separators, no leading dot."""
 POLL_S = 0.05
 """How often the supervisor looks at the worker pipe while a job runs."""
+DISK_RETRY_S = 2.0
+"""How often a supervisor held up by a full disk looks again."""
+WORKER_ENV_HIDDEN = ("KILN_TOKEN",)
+"""Environment variables the worker must not inherit: engines never need the API's secret."""
 
 
 def job_dir(data_dir: Path, job_id: str) -> Path:
@@ -116,17 +121,71 @@ class Supervisor:
         self._thread: threading.Thread | None = None
         self._spawned_at = 0.0
         self._quick_deaths = 0
+        self.reserve = Reserve(config.data_dir, config.min_free_mb)
+        self.store_problem: str | None = None
+        """Why the job store cannot be written now (a full disk at start-up or later); None when fine.
+        While set, submissions are refused with it and no job starts."""
+        self.paused_for_space: str | None = None
+        """Why queued jobs wait: free space is under the floor (``--min-free-mb``)."""
+        self._recovered = False
+        self._reserve_checked = 0.0
 
     # -- control (any thread) ------------------------------------------------------------------
 
     def start(self) -> None:
-        """Settle jobs left by a previous run, start the worker and the supervising thread."""
-        for job, what in self.store.recover(self.config.max_attempts):
-            log.info("job %s (%s): found running after a restart -> %s", job.id, job.kind, what)
-            self.publish(job.id)
+        """Settle jobs left by a previous run, start the worker and the supervising thread.
+
+        On a full disk recovery may fail: the server then starts degraded (reads only,
+        ``store_problem`` says why) and the supervising thread retries until space is back.
+        """
+        for name in WORKER_ENV_HIDDEN:
+            os.environ.pop(name, None)  # the worker is spawned with this process's environment
+        self._try_recover()
         self._spawn_worker()
         self._thread = threading.Thread(target=self._loop, name="kiln-supervisor", daemon=True)
         self._thread.start()
+
+    def _try_recover(self) -> bool:
+        """Open the store for writing and settle jobs of an earlier run; False (and why, logged) if not."""
+        try:
+            if self.store.read_only:
+                self.store.open_for_writing()
+            outcomes = self.store.recover(self.config.max_attempts)
+        except Exception as exc:  # start-up must never crash on the store: serve reads, retry later
+            full = is_disk_full(exc)
+            reason = (
+                disk_full_reason(self.config.data_dir)
+                if full
+                else f"the job store {self.store.path} cannot be written ({exc}); see the server log"
+            )
+            if reason != self.store_problem:
+                log.warning("job store not writable, new jobs are refused until it is: %s", reason)
+                if not full:
+                    log.debug("store error", exc_info=True)
+            self.store_problem = reason
+            return False
+        for job, what in outcomes:
+            log.info("job %s (%s): found running after a restart -> %s", job.id, job.kind, what)
+            self.publish(job.id)
+        if self.store_problem is not None:
+            log.info("job store writable again; taking jobs")
+        self.store_problem = None
+        self._recovered = True
+        self.reserve.restore()
+        return True
+
+    def _space_ok(self) -> bool:
+        """False (with ``paused_for_space`` set) while free space is under the floor."""
+        if self.config.min_free_mb > 0 and free_mb(self.config.data_dir) < self.config.min_free_mb:
+            reason = below_floor_reason(self.config.data_dir, self.config.min_free_mb)
+            if self.paused_for_space is None:
+                log.warning("queued jobs wait: %s", reason)
+            self.paused_for_space = reason
+            return False
+        if self.paused_for_space is not None:
+            log.info("free space is above the floor again; taking jobs")
+        self.paused_for_space = None
+        return True
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop taking jobs and end the worker; a running job stays running and resumes next start."""
@@ -225,9 +284,16 @@ class Supervisor:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
+                needs_recovery = not self._recovered or self.store_problem is not None
+                if needs_recovery and not self._try_recover():
+                    self._stop.wait(DISK_RETRY_S)
+                    continue
                 self._ensure_worker()
                 if self._stop.is_set():
                     break
+                if not self._space_ok():
+                    self._idle(DISK_RETRY_S)
+                    continue
                 job = self.store.claim_next()
                 if job is None:
                     self._idle()
@@ -242,7 +308,10 @@ class Supervisor:
                 )
                 self.publish(job.id)
                 self._run(job)
-            except Exception:  # the supervisor must outlive any single bad job
+            except Exception as exc:  # the supervisor must outlive any single bad job
+                if is_disk_full(exc):
+                    self._on_disk_full()
+                    continue
                 log.exception("supervisor error; restarting the worker and retrying in 1 s")
                 self._kill_worker()
                 if self.current_job is not None:
@@ -253,7 +322,42 @@ class Supervisor:
                 time.sleep(1.0)
         self.current_job = None
 
-    def _idle(self) -> None:
+    def _on_disk_full(self) -> None:
+        """A store write failed for a full disk: stop the running job and record why, whatever it takes.
+
+        The worker is stopped first (it is what writes), then the job is failed with the
+        reason. If even that write fails, the space reserve is freed for it; without one,
+        it is retried every few seconds (``store_problem`` tells clients meanwhile) until
+        space comes back. The job is never left running without a reason.
+        """
+        job_id, self.current_job = self.current_job, None
+        reason = disk_full_reason(self.config.data_dir)
+        log.error("disk full while %s: %s", f"job {job_id} ran" if job_id else "idle", reason)
+        if job_id is None:
+            self.store_problem = reason
+            self._stop.wait(DISK_RETRY_S)
+            return
+        self._kill_worker()
+        with self._lock:
+            self._cancels.discard(job_id)
+        while not self._stop.is_set():
+            try:
+                if self.store.finish(job_id, FAILED, message="the disk is full", error=reason):
+                    log.warning("job %s: %s -> %s: %s", job_id, RUNNING, FAILED, reason)
+                    self.publish(job_id)
+                self.store_problem = None
+                return
+            except Exception as exc:
+                if not is_disk_full(exc):
+                    log.exception("job %s: could not record its failure", job_id)
+                    return
+                if self.reserve.release():
+                    continue
+                self.store_problem = reason
+                self._stop.wait(DISK_RETRY_S)
+                reason = disk_full_reason(self.config.data_dir)
+
+    def _idle(self, wait_s: float = 0.5) -> None:
         # Read the worker's hello while no job runs, then sleep until woken.
         conn = self._conn
         with contextlib.suppress(EOFError, OSError):
@@ -261,7 +365,11 @@ class Supervisor:
                 msg = conn.recv()
                 if msg[0] == "hello":
                     self._on_hello(msg[1])
-        self._wake.wait(0.5)
+        now = time.monotonic()
+        if now - self._reserve_checked > 10.0:
+            self._reserve_checked = now
+            self.reserve.restore()  # remade once space is back
+        self._wake.wait(wait_s)
         self._wake.clear()
 
     def _cancel_wanted(self, job_id: str) -> bool:
@@ -280,7 +388,8 @@ class Supervisor:
             self._conn.send(("run", job.id, job.kind, params, str(work_dir)))
         while True:
             if self._stop.is_set():
-                self.store.release(job.id)
+                with contextlib.suppress(Exception):  # on a full disk it stays running: still resumed
+                    self.store.release(job.id)
                 log.info("job %s (%s): left running for the next server start", job.id, job.kind)
                 return
             now = time.monotonic()
@@ -383,8 +492,11 @@ class Supervisor:
     ) -> None:
         with self._lock:
             self._cancels.discard(job.id)
+        # current_job stays set until the write is done: a full disk here is handled as for
+        # any store write of a running job (_on_disk_full), never leaving it running unexplained.
+        finished = self.store.finish(job.id, state, message=message, error=error, artifacts=artifacts)
         self.current_job = None
-        if not self.store.finish(job.id, state, message=message, error=error, artifacts=artifacts):
+        if not finished:
             return
         took = time.monotonic() - t0
         detail = f" ({', '.join(a.name for a in artifacts)})" if artifacts else ""

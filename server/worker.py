@@ -122,7 +122,11 @@ def _send(conn: Any, msg: tuple) -> None:
         os._exit(0)
 
 
-def _reason(exc: BaseException, kind: str) -> str:
+def _reason(exc: BaseException, kind: str, work_dir: Path | None = None) -> str:
+    from server.disk import disk_full_reason, is_disk_full
+
+    if work_dir is not None and is_disk_full(exc):
+        return disk_full_reason(work_dir.parent.parent)  # data_dir/jobs/<id>
     if isinstance(exc, MemoryError):
         return f"the {kind} engine ran out of memory; resubmit with a smaller preset or output resolution"
     return f"the {kind} engine failed with {type(exc).__name__}: {exc}; see the server log for the traceback"
@@ -187,7 +191,10 @@ def worker_main(
         except Cancelled:
             _send(conn, ("cancelled", job_id))
         except jobs.JobError as exc:
-            _send(conn, ("failed", job_id, str(exc)))
+            from server.disk import disk_full_reason, is_disk_full
+
+            full = is_disk_full(exc.__cause__ or exc.__context__)
+            _send(conn, ("failed", job_id, disk_full_reason(work_dir.parent.parent) if full else str(exc)))
         except Exception as exc:  # any engine bug fails the job, never the worker
             log.error("job %s (%s) raised:\n%s", job_id, kind, traceback.format_exc())
-            _send(conn, ("failed", job_id, _reason(exc, kind)))
+            _send(conn, ("failed", job_id, _reason(exc, kind, work_dir)))

@@ -75,8 +75,8 @@ def test_store_recover_after_crash(tmp_path: Path) -> None:
     for _ in range(3):
         store.claim_next()
     store.request_cancel(cancel.id)
-    for _ in range(2):  # two more starts of the third job: 3 attempts in all
-        store._conn().execute("UPDATE jobs SET attempts = attempts + 1 WHERE id = ?", (doomed.id,))
+    # The third job was interrupted twice before without getting further: this is the third.
+    store._conn().execute("UPDATE jobs SET stalls = 2 WHERE id = ?", (doomed.id,))
     store.close()
     # A new process opens the same file, as after kill -9.
     again = JobStore(path)
@@ -84,11 +84,105 @@ def test_store_recover_after_crash(tmp_path: Path) -> None:
     assert outcomes == {resume.id: "resume", cancel.id: "cancelled", doomed.id: "failed"}
     assert again.get(resume.id).state == RUNNING and "resuming" in again.get(resume.id).message
     assert again.get(cancel.id).state == CANCELLED
-    assert "interrupted 3 times" in again.get(doomed.id).error
+    assert "interrupted 3 times without making progress" in again.get(doomed.id).error
     nxt = again.claim_next()
     assert nxt.id == resume.id and nxt.attempts == 2  # running jobs first, attempt counted
     again.release(resume.id)
     assert again.get(resume.id).attempts == 1
+
+
+def test_store_counts_only_interruptions_without_progress(tmp_path: Path) -> None:
+    # Server kills are not the job's fault: one that got further before each kill keeps resuming;
+    # only kills in a row with no progress in between make it poison.
+    path = tmp_path / "jobs.sqlite3"
+    job = JobStore(path).create("k", {})
+    progress = 0.0
+    for _ in range(5):  # five kills, each after some progress
+        store = JobStore(path)
+        store.recover(max_attempts=3)
+        assert store.claim_next().id == job.id
+        progress += 0.1
+        assert store.update_progress(job.id, "s", progress, "m", None)
+        store.close()
+    store = JobStore(path)
+    assert {j.id: what for j, what in store.recover(3)} == {job.id: "resume"}
+    store.close()
+    # Now three starts in a row that report nothing new (a resume re-reporting its old progress).
+    for expected in ("resume", "resume", "failed"):
+        store = JobStore(path)
+        if expected == "failed":
+            assert {j.id: what for j, what in store.recover(3)} == {job.id: "failed"}
+            break
+        claimed = store.claim_next()
+        assert claimed.id == job.id
+        assert store.update_progress(job.id, "resume", progress, "resumed", None)  # not further
+        store.close()
+        store = JobStore(path)
+        assert {j.id: what for j, what in store.recover(3)} == {job.id: expected}
+        store.close()
+    assert "interrupted 3 times without making progress" in store.get(job.id).error
+    # A clean stop (release) is never an interruption.
+    clean = store.create("k", {})
+    for _ in range(4):
+        assert store.claim_next().id == clean.id
+        store.release(clean.id)
+        assert {j.id: what for j, what in store.recover(3)}[clean.id] == "resume"
+
+
+def test_store_transaction_survives_a_commit_that_fails(store: JobStore) -> None:
+    # SQLite rolls a transaction back itself when COMMIT fails for a full disk; the store must
+    # then raise the real error, not "cannot rollback - no transaction is active".
+    import sqlite3
+
+    job = store.create("k", {})
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"), store._transaction() as conn:
+        conn.execute("UPDATE jobs SET message = 'x' WHERE id = ?", (job.id,))
+        conn.execute("ROLLBACK")  # what SQLite does on SQLITE_FULL
+        raise sqlite3.OperationalError("database or disk is full")
+    assert not store._conn().in_transaction
+    assert store.claim_next().id == job.id  # the store still works
+
+
+def test_store_opens_read_only_when_it_cannot_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    path = tmp_path / "jobs.sqlite3"
+    first = JobStore(path)
+    done = first.create("k", {})
+    first.claim_next()
+    first.finish(done.id, SUCCEEDED, "done", artifacts=[Artifact("a.json", "a.json", 2)])
+    first.close()
+
+    def full(self: JobStore) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(JobStore, "open_for_writing", full)
+    degraded = JobStore(path)
+    assert degraded.read_only
+    assert degraded.get(done.id).state == SUCCEEDED  # finished jobs still readable
+    assert [j.id for j in degraded.list_jobs()] == [done.id]
+    monkeypatch.undo()
+    degraded.open_for_writing()  # space is back
+    assert not degraded.read_only and degraded.create("k", {}).state == QUEUED
+
+
+def test_disk_full_errors_are_recognised() -> None:
+    import errno
+    import sqlite3
+
+    from server.disk import is_disk_full
+
+    assert is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
+    assert is_disk_full(sqlite3.OperationalError("database or disk is full"))
+    assert is_disk_full(RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 768 vs 662"))
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "full")
+        except OSError as inner:
+            raise RuntimeError("wrapped") from inner
+    except RuntimeError as outer:
+        assert is_disk_full(outer)
+    assert not is_disk_full(OSError(errno.EACCES, "denied")) and not is_disk_full(ValueError("x"))
 
 
 def test_loopback_and_token_rules() -> None:
