@@ -35,11 +35,24 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def _host_name(host: str) -> str:
-    """'127.0.0.1:8765' -> '127.0.0.1', '[::1]:8765' -> '::1'."""
+def _host_name(host: str) -> str | None:
+    """'127.0.0.1:8765' -> '127.0.0.1', '[::1]:8765' -> '::1'; None when it is no host[:port].
+
+    Only a name and digits after one colon pass: '127.0.0.1:1@evil.example' (user-info
+    tricks), a path or a space are not a Host header this server answers.
+    """
     if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        end = host.find("]")
+        rest = host[end + 1 :] if end > 0 else "?"
+        if rest and not (rest.startswith(":") and rest[1:].isdigit()):
+            return None
+        return host[1:end]
+    name, colon, port = host.partition(":")
+    if colon and not port.isdigit():
+        return None
+    if not name or any(c in name for c in "@/\\?# %"):
+        return None
+    return name
 
 
 class ServerTiming:
@@ -116,7 +129,8 @@ class HostOriginGuard:
             await self.app(scope, receive, send)
             return
         host = _header(scope, b"host") or ""
-        if self.allowed_hosts is not None and _host_name(host).lower() not in self.allowed_hosts:
+        name = _host_name(host)
+        if self.allowed_hosts is not None and (name is None or name.lower() not in self.allowed_hosts):
             await _reply(
                 send, 400, f"unexpected Host header {host!r}; connect to the server by its bind address"
             )
