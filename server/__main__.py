@@ -183,8 +183,18 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:
         sys.exit("kiln-server: error: uvicorn is missing; pip install -r requirements.txt")
     from server.app import create_app
+    from server.config import is_loopback
+    from server.connections import ConnectionGuard, uvicorn_settings
 
     app = create_app(config)
+    guard = ConnectionGuard(
+        header_timeout_s=config.header_timeout_s,
+        body_timeout_s=config.body_timeout_s,
+        max_connections=config.max_connections,
+        max_unauthenticated=None if is_loopback(config.host) else config.max_unauthenticated,
+        token=config.token,
+    )
+    app.state.connection_guard = guard
     logging.getLogger("kiln.server").info("listening on http://%s:%d", config.host, config.port)
     # Keep-alive longer than uvicorn's 5 s: pollers reuse connections, and a connection closed
     # just as a client reuses it surfaces as "server disconnected" on a loaded machine.
@@ -197,6 +207,8 @@ def main(argv: list[str] | None = None) -> None:
             access_log=False,
             timeout_keep_alive=30,
             timeout_graceful_shutdown=5,
+            # Read deadlines and connection limits: a stalled client is dropped in seconds.
+            **uvicorn_settings(guard),
         )
     )
     # uvicorn re-raises the Ctrl-C it handled, so the exit status says how the server stopped.
