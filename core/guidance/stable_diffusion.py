@@ -167,7 +167,87 @@ def resolve_model(model: str) -> str:
     return str(path)
 
 
+HUB_PROBE_S = 3.0
+"""How long to wait for the hub to answer before loading from the local cache only."""
+_hub_probes: dict[str, tuple[float, Any, list[bool]]] = {}
+
+
+def _hub_key(name: str) -> tuple[str, str]:
+    import os
+
+    try:
+        from huggingface_hub import constants
+
+        endpoint = constants.ENDPOINT
+    except ImportError:  # pragma: no cover - depends on the install
+        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    return f"{endpoint}|{name}", endpoint
+
+
+def start_hub_probe(name: str, timeout: float = HUB_PROBE_S) -> None:
+    """Ask the hub about ``name`` in the background (``hub_reachable`` reads the answer).
+
+    One HEAD request to the hub's model API: 200 (or 401/403, a gated model the hub client
+    handles) counts as reachable; no answer, a proxy's error page or a 404 do not (the hub has
+    nothing to fetch then either). Answers are kept for a minute.
+    """
+    import threading
+    import time
+    import urllib.error
+    import urllib.request
+    from urllib.parse import quote
+
+    key, endpoint = _hub_key(name)
+    known = _hub_probes.get(key)
+    if known is not None and time.monotonic() - known[0] < 60.0:
+        return
+    result = [False]
+
+    def probe() -> None:
+        url = f"{endpoint.rstrip('/')}/api/models/{quote(name, safe='/')}"
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout) as r:
+                result[0] = r.status == 200
+        except urllib.error.HTTPError as exc:
+            result[0] = exc.code in (401, 403)
+        except (OSError, ValueError):
+            pass
+
+    # A thread, because name resolution has no timeout of its own.
+    thread = threading.Thread(target=probe, daemon=True, name="hub-probe")
+    thread.start()
+    _hub_probes[key] = (time.monotonic(), thread, result)
+
+
+def hub_reachable(name: str, timeout: float = HUB_PROBE_S) -> bool:
+    """Whether the Hugging Face hub answers for model ``name`` within ``timeout`` seconds.
+
+    Without this, a machine with no network spends minutes in the hub client's retries for
+    every file before failing; with False, models load in hub offline mode (the local cache
+    only), which fails at once when the model is not there. ``HF_HUB_OFFLINE=1`` answers
+    False without asking.
+    """
+    import os
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    try:
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE:
+            return False
+    except ImportError:  # pragma: no cover - depends on the install
+        pass
+    start_hub_probe(name, timeout)
+    _, thread, result = _hub_probes[_hub_key(name)[0]]
+    thread.join(timeout + 0.5)
+    return result[0]
+
+
 def _load(cls: Any, name: str, subfolder: str, **kwargs: Any) -> Any:
+    offline = not Path(name).is_dir() and not hub_reachable(name)
+    if offline:
+        kwargs["local_files_only"] = True  # hub offline mode: the cache or a quick failure
     try:
         return cls.from_pretrained(name, subfolder=subfolder, **kwargs)
     except (OSError, ValueError) as exc:
@@ -179,8 +259,9 @@ def _load(cls: Any, name: str, subfolder: str, **kwargs: Any) -> Any:
         raise GuidanceError(
             f"could not load the {subfolder} of {name!r}: it is not a folder here ({Path(name).absolute()} "
             f"does not exist), so it was looked up as a Hugging Face hub id, and it is not in the local cache "
-            f"or could not be fetched ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
-            f"{download_hint(name)}"
+            f"or could not be fetched"
+            f"{' (the hub could not be reached, so only the local cache was read)' if offline else ''} "
+            f"({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}); {download_hint(name)}"
         ) from exc
 
 
@@ -201,6 +282,8 @@ class StableDiffusionGuidance(Guidance):
         device: str | torch.device = "cpu",
         attention_slicing: bool = False,
     ) -> None:
+        if not Path(model).is_dir() and not _looks_like_path(model):
+            start_hub_probe(model)  # while diffusers imports: an offline machine fails seconds sooner
         try:
             from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
             from transformers import CLIPTextModel, CLIPTokenizer
