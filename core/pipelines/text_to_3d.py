@@ -371,17 +371,25 @@ def _fingerprint(request: TextTo3DRequest, config: TextTo3DConfig) -> str:
     return repr((request.prompt, request.negative_prompt, request.seed, request.model, config))
 
 
-def _latest_checkpoint(folder: Path) -> Path | None:
-    found = sorted(folder.glob("step_*.pt"))
-    return found[-1] if found else None
+def _load_checkpoint(folder: Path, device: Any) -> tuple[Path | None, dict[str, Any] | None]:
+    """The newest checkpoint that loads; a damaged one (cut short by an older version's write on
+    a full disk) is skipped for the one before it."""
+    for path in sorted(folder.glob("step_*.pt"), reverse=True):
+        try:
+            return path, torch.load(path, map_location=device, weights_only=True)
+        except (RuntimeError, EOFError, OSError, ValueError) as exc:
+            print(f"kiln: skipping damaged checkpoint {path}: {exc}", file=sys.stderr)
+    return None, None
 
 
 def _save_checkpoint(folder: Path, trainer: Trainer, fingerprint: str, loss: float, keep: int = 2) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
+    from core.files import write_atomic
+
     path = folder / f"step_{trainer.step:07d}.pt"
-    tmp = path.with_suffix(".tmp")
-    torch.save({"fingerprint": fingerprint, "loss": loss, **trainer.state_dict()}, tmp)
-    os.replace(tmp, path)  # atomic: a crash mid-write never leaves a half checkpoint
+    state = {"fingerprint": fingerprint, "loss": loss, **trainer.state_dict()}
+    # Atomic and fsynced: a crash or a full disk mid-write leaves the previous checkpoints whole
+    # (a full disk is raised as OSError ENOSPC, which the server reports as such).
+    write_atomic(path, lambda handle: torch.save(state, handle))
     for old in sorted(folder.glob("step_*.pt"))[:-keep]:
         old.unlink()
     return path
@@ -447,9 +455,8 @@ def text_to_3d(
     ckpt_dir = request.work_dir / "checkpoints" if request.work_dir is not None else None
     resumed_from = 0
     loss = float("nan")
-    latest = _latest_checkpoint(ckpt_dir) if ckpt_dir is not None else None
-    if latest is not None:
-        state = torch.load(latest, map_location=device, weights_only=True)
+    latest, state = _load_checkpoint(ckpt_dir, device) if ckpt_dir is not None else (None, None)
+    if latest is not None and state is not None:
         if state.get("fingerprint") != fingerprint:
             raise TextTo3DError(
                 f"{ckpt_dir} holds checkpoints of a different request or configuration; "

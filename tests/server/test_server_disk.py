@@ -152,3 +152,51 @@ def test_startup_on_a_full_data_folder_serves_finished_artifacts(
         again = c.post("/v1/jobs", json={"kind": "fast"})
         assert again.status_code == 201, again.text
         assert wait_for(c, again.json()["id"], finished, 60)["state"] == "succeeded"
+
+
+class _Trainer:
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def state_dict(self) -> dict[str, Any]:
+        import torch
+
+        return {"step": self.step, "weights": torch.arange(4096, dtype=torch.float32) + self.step}
+
+
+def test_a_checkpoint_write_failing_leaves_the_previous_checkpoint_usable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    torch = pytest.importorskip("torch")
+    from core.pipelines import text_to_3d
+
+    folder = tmp_path / "checkpoints"
+    text_to_3d._save_checkpoint(folder, _Trainer(100), "fp", 0.5)
+    real_save = torch.save
+
+    def disk_fills(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+        # What a full disk does to torch.save: part of the file written, then its enforce error.
+        f.write(b"PK\x03\x04" + b"\0" * 500)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 768 vs 662")
+
+    monkeypatch.setattr(torch, "save", disk_fills)
+    with pytest.raises(OSError) as err:
+        text_to_3d._save_checkpoint(folder, _Trainer(200), "fp", 0.4)
+    assert err.value.errno == errno.ENOSPC and "step_0000200.pt" in str(err.value)
+    monkeypatch.setattr(torch, "save", real_save)
+    # No half file under any name; the previous checkpoint is what a resume loads.
+    assert sorted(p.name for p in folder.iterdir()) == ["step_0000100.pt"]
+    path, state = text_to_3d._load_checkpoint(folder, "cpu")
+    assert path.name == "step_0000100.pt" and state["step"] == 100 and state["fingerprint"] == "fp"
+    # A checkpoint cut short by an older, non-atomic write is skipped for the one before it.
+    (folder / "step_0000300.pt").write_bytes(b"PK\x03\x04truncated")
+    path, state = text_to_3d._load_checkpoint(folder, "cpu")
+    assert path.name == "step_0000100.pt" and state["step"] == 100
+    # And the server's worker names the full disk for what write_atomic raises.
+    from server.worker import _reason
+
+    assert _reason(err.value, "text_to_3d", tmp_path / "jobs" / "abc").startswith(
+        f"the disk is full (data folder {tmp_path}, "
+    )
