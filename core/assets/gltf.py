@@ -18,6 +18,7 @@ from core.assets.texture import TexturedMesh
 # glTF enums.
 _FLOAT = 5126
 _UINT = 5125
+_UBYTE = 5121
 _ARRAY_BUFFER = 34962
 _ELEMENT_ARRAY_BUFFER = 34963
 _LINEAR = 9729
@@ -96,8 +97,8 @@ def build_glb(
 
     # 2. Transform: ground, centre, then Z-up -> Y-up.
     verts = np.asarray(mesh.vertices, np.float32)
-    if recentre:
-        verts = verts + ground_and_centre(verts)
+    offset = ground_and_centre(verts) if recentre else np.zeros(3, np.float32)
+    verts = verts + offset  # the rig's joints move with the vertices
     positions = np.ascontiguousarray(verts @ KILN_TO_GLTF.T, dtype=np.float32)
     normals = np.asarray(mesh.normals, np.float32) @ KILN_TO_GLTF.T
     length = np.linalg.norm(normals, axis=1, keepdims=True)
@@ -122,8 +123,8 @@ def build_glb(
         views.append(view)
         return len(views) - 1
 
-    def add_accessor(array: np.ndarray, kind: str, target: int, with_bounds: bool = False) -> int:
-        comp = _UINT if array.dtype == np.uint32 else _FLOAT
+    def add_accessor(array: np.ndarray, kind: str, target: int | None, with_bounds: bool = False) -> int:
+        comp = {np.dtype(np.uint32): _UINT, np.dtype(np.uint8): _UBYTE}.get(array.dtype, _FLOAT)
         acc = {
             "bufferView": add_view(array.tobytes(), target),
             "componentType": comp,
@@ -144,6 +145,27 @@ def build_glb(
     if vertex_colors:
         colours = np.ascontiguousarray(srgb_to_linear(np.clip(mesh.colors, 0, 1)), dtype=np.float32)
         attributes["COLOR_0"] = add_accessor(colours, "VEC3", _ARRAY_BUFFER)
+    rig = mesh.rig
+    targets: list[dict] = []
+    if rig is not None:
+        _check_rig(rig, mesh.num_vertices)
+        attributes["JOINTS_0"] = add_accessor(
+            np.ascontiguousarray(rig.joints, np.uint8), "VEC4", _ARRAY_BUFFER
+        )
+        attributes["WEIGHTS_0"] = add_accessor(
+            np.ascontiguousarray(rig.weights, np.float32), "VEC4", _ARRAY_BUFFER
+        )
+        targets = [
+            {
+                "POSITION": add_accessor(
+                    np.ascontiguousarray(np.asarray(delta, np.float32) @ KILN_TO_GLTF.T, np.float32),
+                    "VEC3",
+                    _ARRAY_BUFFER,
+                    with_bounds=True,
+                )
+            }
+            for delta in rig.shape_keys.values()
+        ]
     # One primitive and material per part (a single one without parts), all over the same vertices.
     groups = face_groups(mesh, faces, name)
     primitives = [
@@ -154,9 +176,43 @@ def build_glb(
             ),
             "material": k,
             "mode": 4,
+            **({"targets": targets} if targets else {}),
         }
         for k, (_, group) in enumerate(groups)
     ]
+    nodes: list[dict] = [{"name": name, "mesh": 0}]
+    scene_nodes = [0]
+    mesh_json: dict = {"name": name, "primitives": primitives}
+    skins: dict = {}
+    if rig is not None:
+        # Joints: nodes 1.. in BONES order, bind pose = translations only, the root a scene root
+        # beside the skinned mesh (a skinned mesh's node must be a root without a transform).
+        world = (np.asarray(rig.joint_positions, np.float32) + offset) @ KILN_TO_GLTF.T
+        first = len(nodes)
+        for i, (bone, parent) in enumerate(zip(rig.bones, rig.parents, strict=True)):
+            local = world[i] - (world[parent] if parent >= 0 else 0.0)
+            joint: dict = {"name": bone, "translation": [float(c) for c in local]}
+            children = [first + k for k, p in enumerate(rig.parents) if p == i]
+            if children:
+                joint["children"] = children
+            nodes.append(joint)
+        scene_nodes.append(first + rig.parents.index(-1))
+        ibm = np.tile(np.eye(4, dtype=np.float32), (len(rig.bones), 1, 1))
+        ibm[:, 3, :3] = -world  # column-major: the translation is the last column
+        skins = {
+            "skins": [
+                {
+                    "name": f"{name}_rig",
+                    "inverseBindMatrices": add_accessor(ibm.reshape(-1, 16), "MAT4", None),
+                    "joints": list(range(first, first + len(rig.bones))),
+                    "skeleton": first + rig.parents.index(-1),
+                }
+            ]
+        }
+        nodes[0]["skin"] = 0
+        names = list(rig.shape_keys)
+        mesh_json["weights"] = [0.0] * len(names)
+        mesh_json["extras"] = {"targetNames": names}
     pbr: dict = {"metallicFactor": 0.0, "roughnessFactor": 0.8}
     textured: dict = {}
     if not vertex_colors:
@@ -180,14 +236,10 @@ def build_glb(
     gltf = {
         "asset": {"version": "2.0", "generator": f"Kiln {__version__}"},
         "scene": 0,
-        "scenes": [{"name": name, "nodes": [0]}],
-        "nodes": [{"name": name, "mesh": 0}],
-        "meshes": [
-            {
-                "name": name,
-                "primitives": primitives,
-            }
-        ],
+        "scenes": [{"name": name, "nodes": scene_nodes}],
+        "nodes": nodes,
+        "meshes": [mesh_json],
+        **skins,
         "materials": [
             {"name": material, "pbrMetallicRoughness": pbr, "doubleSided": False} for material, _ in groups
         ],
@@ -205,6 +257,21 @@ def build_glb(
     out += struct.pack("<I4s", len(json_chunk), b"JSON") + json_chunk
     out += struct.pack("<I4s", len(bin_chunk), b"BIN\x00") + bin_chunk
     return bytes(out)
+
+
+def _check_rig(rig, num_vertices: int) -> None:
+    joints, weights = np.asarray(rig.joints), np.asarray(rig.weights)
+    if joints.shape != (num_vertices, 4) or weights.shape != (num_vertices, 4):
+        raise AssetError(
+            f"rig joints and weights must be ({num_vertices}, 4), got {joints.shape} {weights.shape}"
+        )
+    if joints.max(initial=0) >= len(rig.bones):
+        raise AssetError(f"rig joints must index its {len(rig.bones)} bones")
+    if np.abs(weights.astype(np.float64).sum(axis=1) - 1).max(initial=0) > 1e-6 or weights.min(initial=0) < 0:
+        raise AssetError("rig weights must be non-negative and sum to 1 per vertex")
+    for key, delta in rig.shape_keys.items():
+        if np.asarray(delta).shape != (num_vertices, 3):
+            raise AssetError(f"shape key {key!r} must be ({num_vertices}, 3)")
 
 
 def atomic_write(path: Path, data: bytes) -> None:

@@ -7,15 +7,19 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from core.assets.cleanup import clean_mesh
 from core.assets.gltf import write_glb
 from core.assets.mesh import AssetError, extract_mesh
 from core.assets.parts import label_parts, part_counts
-from core.assets.texture import texture_mesh
+from core.assets.rig import RigError, build_rig, vertex_parts
+from core.assets.texture import TexturedMesh, texture_mesh
 from core.assets.turntable import render_turntable
 from core.fields.base import Field
 from core.pipelines.jobs import OutputOptions
@@ -46,6 +50,9 @@ class AssetOptions(OutputOptions):
     """Camera elevation of the turntable in degrees, -89..89."""
     turntable_fps: int = 24
     """Turntable frames per second, 1..60."""
+    rig: bool = False
+    """Rig the mesh: bones, skin weights and expression shape keys (``core.assets.rig``) from the
+    landmarks ``build_asset`` is given. Avatar jobs turn it on; objects from text are not rigged."""
 
     @classmethod
     def from_output(cls, output: OutputOptions, **extra: Any) -> AssetOptions:
@@ -78,6 +85,8 @@ class AssetOptions(OutputOptions):
             raise AssetError(
                 f"AssetOptions.turntable_elevation must be in -89..89 degrees, got {self.turntable_elevation!r}"
             )
+        if not isinstance(self.rig, bool):
+            raise AssetError(f"AssetOptions.rig must be true or false, got {self.rig!r}")
         if not isinstance(self.vertex_colors, bool):
             raise AssetError(f"AssetOptions.vertex_colors must be true or false, got {self.vertex_colors!r}")
         return self
@@ -92,7 +101,9 @@ class AssetResult:
         video: path of ``turntable.mp4``, or None when ``turntable_frames`` is 0.
         preview: path of ``preview.png``.
         stats: faces, vertices, watertight, charts, texture_size, size_m (x, y, z extent),
-            parts (as below), cleanup (CleanupReport as a dict) and timings (seconds per step).
+            parts (as below), rig (``{"rigged": bool, ...}``: the bones, shape keys and landmarks,
+            or the reason there is no rig), cleanup (CleanupReport as a dict) and timings
+            (seconds per step).
         parts: faces per material part present in the GLB (``{"skin": 81234, "hair": 40211}``),
             in the field's ``part_names`` order; empty for a field without parts.
     """
@@ -104,12 +115,30 @@ class AssetResult:
     parts: dict[str, int] = field(default_factory=dict)
 
 
+def rig_mesh(
+    mesh: TexturedMesh, landmarks: Callable[[np.ndarray], Any] | None
+) -> tuple[TexturedMesh, dict[str, Any]]:
+    """``mesh`` with a rig from ``landmarks`` (see ``build_asset``), and the rig's stats entry."""
+    if landmarks is None:
+        return mesh, {"rigged": False, "reason": "this field has no landmarks to rig from"}
+    try:
+        estimate = landmarks(mesh.vertices)
+        parts = vertex_parts(mesh.num_vertices, mesh.faces, mesh.face_parts, mesh.part_names)
+        rig = build_rig(mesh.vertices, estimate.points, estimate.eye_radius, parts)
+    except (RigError, ValueError) as e:
+        return mesh, {"rigged": False, "reason": f"no rig: {e}"}
+    info = {"rigged": True, **rig.info, "landmarks": estimate.to_json()}
+    rig.info = info
+    return dataclasses.replace(mesh, rig=rig), info
+
+
 def build_asset(
     field: Field,
     out_dir: Path | str,
     options: AssetOptions | None = None,
     reporter: Reporter | None = None,
     name: str = "asset",
+    landmarks: Callable[[np.ndarray], Any] | None = None,
 ) -> AssetResult:
     """Run the whole asset path on ``field`` and write the artifacts into ``out_dir``.
 
@@ -120,6 +149,12 @@ def build_asset(
 
     A field with ``part_names`` gets each face labelled by its part, and the GLB one
     material slot per part present (``AssetResult.parts`` counts their faces).
+
+    With ``options.rig`` the mesh is rigged (``core.assets.rig``) from ``landmarks``: a callable
+    given the mesh's vertices (Kiln space) that returns the landmark estimate
+    (``core.avatar.landmarks.LandmarkEstimate``: ``points``, ``eye_radius``, ``to_json()``).
+    Without it, or when the landmarks cannot rig the mesh, the GLB has no rig and
+    ``stats["rig"]`` says why.
 
     Progress slices: extract 0-0.35, cleanup 0.35-0.45, texture 0.45-0.74,
     parts 0.74-0.75 (fields with parts), export 0.75-0.8, turntable 0.8-1.
@@ -149,6 +184,12 @@ def build_asset(
             t = time.perf_counter()
             textured = label_parts(field, textured, reporter.sub(0.74, 0.75))
             timings["parts"] = time.perf_counter() - t
+        rig_info: dict[str, Any] = {"rigged": False, "reason": "rigging is off"}
+        if options.rig:
+            t = time.perf_counter()
+            reporter("rig", 0.75, "rigging")
+            textured, rig_info = rig_mesh(textured, landmarks)
+            timings["rig"] = time.perf_counter() - t
         # 4. Export.
         t = time.perf_counter()
         reporter("export", 0.75, "writing GLB")
@@ -193,6 +234,7 @@ def build_asset(
         "texture_size": options.texture_size,
         "size_m": [round(float(s), 6) for s in size_m],
         "parts": parts,
+        "rig": rig_info,
         "cleanup": asdict(report),
         "timings": {k: round(v, 3) for k, v in timings.items()},
     }

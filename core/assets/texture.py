@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +35,8 @@ class TexturedMesh:
         colors: (V, 3) float32 albedo at the vertices in display RGB [0, 1], or None.
         part_names: the field's material parts ("skin", "hair", ...); empty for a mesh without parts.
         face_parts: (F,) int64 index into ``part_names`` of each face, or None without parts.
+        rig: a ``core.assets.rig.Rig`` over these vertices (bones, skin weights, shape keys),
+            or None: the GLB then has no skin and no morph targets.
     """
 
     vertices: np.ndarray
@@ -44,6 +47,7 @@ class TexturedMesh:
     colors: np.ndarray | None = None
     part_names: tuple[str, ...] = ()
     face_parts: np.ndarray | None = None
+    rig: Any = None
 
     @property
     def num_vertices(self) -> int:

@@ -155,16 +155,19 @@ def generate_avatar_job(
     reporter: Reporter,
     settings: EngineSettings,
     photo_reading: Any = None,
+    rig: bool = True,
 ) -> dict[str, Path]:
     """Both avatar jobs: attributes -> tri-planes -> the asset path -> ``attributes.json``, once.
 
     Steps: 1. generate the tri-planes (or reuse ``checkpoints/avatar_planes.pt`` from an
-    interrupted run of the same request); 2. run the asset path on the tri-plane field;
-    3. write the ``AvatarRecord``: the attributes with their sources (and the photo reading).
+    interrupted run of the same request); 2. run the asset path on the tri-plane field, rigged
+    (``rig``, on by default) from landmarks fitted on its surface; 3. write the ``AvatarRecord``:
+    the attributes with their sources (and the photo reading); ``stats.rig`` says whether the
+    GLB is rigged, with which bones, shape keys and landmarks, or why not.
     """
     from core.assets import AssetOptions, build_asset
 
-    options = AssetOptions.from_output(params.output)
+    options = AssetOptions.from_output(params.output, rig=rig)
     request = AvatarRequest(
         prompt=params.prompt,
         attributes=dict(params.attributes),
@@ -188,13 +191,21 @@ def generate_avatar_job(
     )
 
     # 2. The asset path.
-    asset = build_asset(result.fields[0], work_dir, options, reporter.sub(0.3, 0.97), name="avatar")
+    completed = (result.completed[:1] or [{}])[0]
+    asset = build_asset(
+        result.fields[0],
+        work_dir,
+        options,
+        reporter.sub(0.3, 0.97),
+        name="avatar",
+        landmarks=landmark_fitter(result.fields[0], completed),
+    )
 
     # 3. attributes.json.
     record = AvatarRecord.build(
         request.prompt,
         result.resolved,
-        (result.completed[:1] or [{}])[0],
+        completed,
         request.seed,
         request.guidance_scale,
         request.variation,
@@ -219,8 +230,21 @@ def run_avatar_job(
 # Batches: many avatars from one request, the asset path spread over processes.
 
 
+def landmark_fitter(field: Any, attributes: dict[str, str]) -> Any:
+    """The asset path's landmark source for an avatar ``field`` made with ``attributes``: mesh
+    vertices -> ``core.avatar.landmarks.LandmarkEstimate`` (fitted on the surface)."""
+    from core.avatar.landmarks import estimate_landmarks
+
+    return lambda vertices: estimate_landmarks(field, vertices, attributes or None)
+
+
 def _build_one(
-    planes: torch.Tensor, decoder_state: dict, decoder_cfg: dict, dest: Path, options: Any
+    planes: torch.Tensor,
+    decoder_state: dict,
+    decoder_cfg: dict,
+    dest: Path,
+    options: Any,
+    attributes: dict[str, str] | None = None,
 ) -> dict:
     """One avatar's asset files, in a worker process (one torch thread each)."""
     from core.assets import build_asset
@@ -229,7 +253,10 @@ def _build_one(
     torch.set_num_threads(1)
     decoder = TriplaneDecoder(TriplaneConfig(**decoder_cfg))
     decoder.load_state_dict(decoder_state)
-    asset = build_asset(TriplaneField(planes, decoder), dest, options, name="avatar")
+    field = TriplaneField(planes, decoder)
+    asset = build_asset(
+        field, dest, options, name="avatar", landmarks=landmark_fitter(field, attributes or {})
+    )
     return asset.stats
 
 
@@ -274,12 +301,15 @@ def make_batch(
     if workers == 1:
         for k, i in enumerate(todo):
             assets("assets", k / max(len(todo), 1), f"avatar {i + 1}/{len(dests)}")
-            stats[i] = _build_one(result.planes[i], state, cfg, dests[i], options)
+            stats[i] = _build_one(result.planes[i], state, cfg, dests[i], options, result.completed[i])
     else:
         # spawn, not fork: this process has torch's threads running.
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
             futures = {
-                pool.submit(_build_one, result.planes[i], state, cfg, dests[i], options): i for i in todo
+                pool.submit(
+                    _build_one, result.planes[i], state, cfg, dests[i], options, result.completed[i]
+                ): i
+                for i in todo
             }
             try:
                 for k, fut in enumerate(as_completed(futures)):
@@ -343,6 +373,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resolution", type=int, default=OutputOptions.resolution)
     ap.add_argument("--texture-size", type=int, default=OutputOptions.texture_size)
     ap.add_argument("--turntable-frames", type=int, default=0, help="0 = no video (a preview still only)")
+    ap.add_argument(
+        "--rig",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="rig each avatar: bones, skin weights and expression shape keys in the GLB (default: on)",
+    )
     args = ap.parse_args(argv)
     attrs = {}
     for item in args.attr:
@@ -351,7 +387,10 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--attr takes NAME=VALUE, got {item!r}")
         attrs[name.strip()] = value.strip()
     options = AssetOptions(
-        resolution=args.resolution, texture_size=args.texture_size, turntable_frames=args.turntable_frames
+        resolution=args.resolution,
+        texture_size=args.texture_size,
+        turntable_frames=args.turntable_frames,
+        rig=args.rig,
     )
     request = AvatarRequest(args.prompt, attrs, args.seed, args.n, args.guidance, variation=args.variation)
 
