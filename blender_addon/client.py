@@ -301,13 +301,15 @@ class KilnClient:
         on_update: Callable[[Job], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         max_failures: int = 3,
+        on_trouble: Callable[[str], None] | None = None,
     ) -> Job:
         """Poll until the job is finished; returns the final job.
 
         ``on_update`` sees every change of state/stage/progress/message. ``should_stop``
         returning True ends the wait early (the job itself keeps running: call cancel_job).
         Up to ``max_failures`` polls in a row may fail (a server restarting) before the
-        connection error is raised.
+        connection error is raised; ``on_trouble`` hears of each one at once, as a sentence
+        ("... not answering, retrying (1 of 3)"), so a frozen server shows after one timeout.
         """
         start = time.monotonic()
         failures = 0
@@ -316,10 +318,16 @@ class KilnClient:
             try:
                 job = self.get_job(job_id)
                 failures = 0
-            except (ServerUnavailable, ServerTimeout):
+            except (ServerUnavailable, ServerTimeout) as ex:
                 failures += 1
                 if failures >= max_failures:
                     raise
+                if on_trouble is not None:
+                    what = "not answering" if isinstance(ex, ServerTimeout) else "not reachable"
+                    on_trouble(
+                        f"the Kiln server at {self.base_url} is {what}, retrying ({failures} of {max_failures})"
+                    )
+                last = None  # the next answer is shown even if the job did not change meanwhile
                 job = None
             if job is not None:
                 key = (job.state, job.stage, job.progress, job.message)

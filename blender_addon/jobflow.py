@@ -7,6 +7,7 @@ it only puts `JobUpdate`s on a queue that the main thread drains.
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import re
 import threading
@@ -110,12 +111,24 @@ def run_job_flow(
                 client.cancel_job(job.id)
             return should_detach()
 
+        seen = job
+
+        def updated(j: Job) -> None:
+            nonlocal seen
+            seen = j
+            on_update(JobUpdate(job=j))
+
+        def trouble(sentence: str) -> None:
+            # The job as last seen, its message saying why nothing moves (the panel shows it).
+            on_update(JobUpdate(job=dataclasses.replace(seen, message=sentence)))
+
         if not job.is_terminal:
             job = client.wait_for_job(
                 job.id,
                 poll_interval=poll_interval,
-                on_update=lambda j: on_update(JobUpdate(job=j)),
+                on_update=updated,
                 should_stop=stop_now,
+                on_trouble=trouble,
             )
         if not job.is_terminal:
             final = JobUpdate(

@@ -214,3 +214,29 @@ def test_a_job_without_attributes_json_has_no_report(server, make_job, tmp_path)
     )
     assert final.ok and final.report is None and list(final.files) == ["asset.glb"]
     assert [s.path.rsplit("/", 1)[-1] for s in server.seen].count("attributes.json") == 0
+
+
+def test_a_frozen_server_shows_not_answering_after_the_first_timeout(server, make_job, tmp_path):
+    running = make_job(JOB, "running", stage="sample", progress=0.3, message="step 3/8")
+    done = make_job(JOB, "succeeded", progress=1.0, artifacts=[_artifact("asset.glb", len(GLB))])
+    replies = [Reply(json=running), Reply(json=running, delay=1.0), Reply(json=running), Reply(json=done)]
+    server.route("POST", "/v1/jobs", Reply(201, make_job(JOB, "queued")))
+    server.route("GET", f"/v1/jobs/{JOB}", lambda _s: replies.pop(0) if len(replies) > 1 else replies[0])
+    server.route("GET", f"/v1/jobs/{JOB}/artifacts/asset.glb", Reply(raw=GLB))
+    updates = []
+    t0 = time.monotonic()
+    stamps = []
+
+    def record(update):
+        updates.append(update)
+        stamps.append(time.monotonic() - t0)
+
+    spec = JobSpec(request=JobRequest("avatar", "a man"), out_dir=tmp_path)
+    final = run_job_flow(KilnClient(server.url, timeout=0.3), spec, record, poll_interval=0.01)
+    assert final.ok, final.error
+    messages = [u.job.message for u in updates]
+    trouble = next(i for i, m in enumerate(messages) if "not answering" in m)
+    assert messages[trouble].endswith("is not answering, retrying (1 of 3)"), messages
+    assert updates[trouble].job.state == "running" and updates[trouble].job.progress == 0.3
+    assert stamps[trouble] < 1.0  # after the first timeout (0.3 s), not after three
+    assert messages[trouble + 1] == "step 3/8"  # the next answer replaces the notice
