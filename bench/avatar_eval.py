@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.avatar_parts import PART_ATTRIBUTES, fine_labeller, has_facial_hair, part_reading
 from core.avatar.model import WEIGHTS_DIR, AvatarModel
 from core.avatar.model.conditioning import condition_from_partial
 from core.avatar.model.train import set_identity
@@ -263,6 +264,116 @@ class AttributeClassifier:
 
 # ---------------------------------------------------------------------------------------
 
+FEMININE_PROMPTS = (
+    "a young woman with long ginger hair",
+    "an elderly lady with grey hair in a bun",
+    "a woman wearing a blue beanie and a black hoodie",
+    "a girl with curly black hair and green eyes",
+    "she has a blonde ponytail and round glasses",
+)
+"""Prompts about women that never mention facial hair: the prior must not draw any."""
+MASCULINE_PROMPTS = (
+    "a man with short brown hair",
+    "an elderly gentleman with square glasses",
+    "a guy in a red cap",
+    "a boy with blonde curly hair",
+)
+"""Prompts about men that leave facial hair open: the prior should still draw some."""
+
+
+def part_section(model: AvatarModel, args, scale: float, truths, cached) -> dict:
+    """Part-by-part read-back (``bench.avatar_parts``) of template and paraphrase prompts against
+    the engine's ceiling, and the facial hair of feminine and masculine prompts over many seeds."""
+    from core.avatar.vocab.attributes import complete_attributes
+    from core.avatar.vocab.prompt import parse_prompt
+
+    rng = np.random.default_rng(1)
+    n = args.n_part_classifier
+    cls_set = [identity(CLASSIFIER_BASE, i) for i in range(n)]
+    X = cached(
+        f"parts_X_{n}", lambda: [part_reading(AvatarField(a, s), rng)["descriptor"] for a, s in cls_set]
+    )
+    clf = AttributeClassifier(X, [a for a, _ in cls_set], dims=(16, 40, 80))
+    ceil_set = [identity(CEILING_BASE, i) for i in range(args.n_ceiling)]
+    Xc = cached(
+        f"parts_ceil_{args.n_ceiling}",
+        lambda: [part_reading(AvatarField(a, s), rng)["descriptor"] for a, s in ceil_set],
+    )
+    ceiling = clf.accuracy(Xc, [a for a, _ in ceil_set])
+    fitted = None
+    if args.planes is not None:  # what the fitted tri-planes themselves hold
+        data = torch.load(args.planes, weights_only=False)
+        k = min(args.n_ceiling, len(data["planes"]))
+        Xf = np.stack([part_reading(model.field(p.float()), rng)["descriptor"] for p in data["planes"][:k]])
+        fitted = clf.accuracy(Xf, [AvatarAttributes.from_indices(r.tolist()) for r in data["attrs"][:k]])
+    hits: dict[str, list[np.ndarray]] = {"template": [], "paraphrase": []}
+    masks: dict[str, list[np.ndarray]] = {"template": [], "paraphrase": []}
+    for kind in hits:
+        for i, truth in enumerate(truths):
+            text = describe(truth) if kind == "template" else describe(truth, np.random.default_rng([7, i]))
+            parsed = parse_prompt(text).attributes
+            p = model.generate(parsed, seed=100 + i, guidance_scale=scale, steps=args.steps)[0]
+            pred = clf.predict(part_reading(model.field(p), rng)["descriptor"][None])[0]
+            hits[kind].append(pred == np.array(truth.indices()))
+            masks[kind].append(np.array([n in parsed and applies(n, truth) for n in ATTRIBUTE_NAMES]))
+    out: dict = {"attributes": {}}
+    print(
+        "part-by-part read-back (bench.avatar_parts), on the attributes each prompt names; ratio = / engine"
+    )
+    print(
+        f"  {'attribute':15s} {'engine':>7s} {'template':>9s} {'ratio':>6s} {'paraphrase':>11s} {'ratio':>6s}"
+    )
+    for name in PART_ATTRIBUTES:
+        a = ATTRIBUTE_NAMES.index(name)
+        row = {
+            "engine_ceiling": float(ceiling[a]),
+            "fitted_planes": None if fitted is None else float(fitted[a]),
+        }
+        for kind in hits:
+            h = [x[a] for x, m in zip(hits[kind], masks[kind], strict=True) if m[a]]
+            row[kind] = float(np.mean(h)) if h else None
+            row[f"{kind}_n"] = len(h)
+            row[f"{kind}_ratio"] = None if not h or not ceiling[a] else row[kind] / float(ceiling[a])
+        out["attributes"][name] = row
+        f = lambda v: "   -" if v is None else f"{v:.2f}"  # noqa: E731
+        print(
+            f"  {name:15s} {f(row['engine_ceiling']):>7s} {f(row['fitted_planes']):>7s} {f(row['template']):>9s} {f(row['template_ratio']):>6s}"
+            f" {f(row['paraphrase']):>11s} {f(row['paraphrase_ratio']):>6s}"
+        )
+
+    def facial(prompts: tuple[str, ...], total: int) -> dict:
+        per = max(1, total // len(prompts))
+        model_hair = engine_hair = 0
+        for j, text in enumerate(prompts):
+            parsed = parse_prompt(text).attributes
+            for k in range(0, per, 16):
+                m = min(16, per - k)
+                planes = model.generate(
+                    parsed, seed=20000 + 1000 * j + k, n=m, guidance_scale=scale, steps=args.steps
+                )
+                model_hair += sum(
+                    has_facial_hair(part_reading(model.field(q), rng, 1500, 200)) for q in planes
+                )
+            for k in range(per):
+                drawn = complete_attributes(parsed, (30000 + 1000 * j + k, 0))
+                engine_hair += drawn.beard in ("goatee", "full") or drawn.moustache != "none"
+        return {
+            "seeds": per * len(prompts),
+            "model_with_facial_hair": model_hair,
+            "engine_prior_with_facial_hair": engine_hair,
+        }
+
+    if args.n_facial:
+        out["feminine"] = facial(FEMININE_PROMPTS, args.n_facial)
+        out["masculine"] = facial(MASCULINE_PROMPTS, max(len(MASCULINE_PROMPTS), args.n_facial // 2))
+        for k in ("feminine", "masculine"):
+            v = out[k]
+            print(
+                f"  {k} prompts: facial hair on {v['model_with_facial_hair']}/{v['seeds']} generated avatars"
+                f" (engine prior: {v['engine_prior_with_facial_hair']}/{v['seeds']})"
+            )
+    return out
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -288,6 +399,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is faster on a busy CPU)")
     ap.add_argument(
         "--texture-size", type=int, default=1024, help="texture of the timed avatars (job default)"
+    )
+    ap.add_argument(
+        "--n-part-classifier", type=int, default=400, help="engine avatars for the part reader (0 = skip)"
+    )
+    ap.add_argument(
+        "--n-facial", type=int, default=200, help="seeds of feminine prompts checked for facial hair"
     )
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument(
@@ -440,6 +557,10 @@ def main(argv: list[str] | None = None) -> int:
         "  mean accuracy above chance: "
         + ", ".join(f"{c} {v:+.3f}" for c, v in report["mean_gain_over_chance"].items())
     )
+
+    # 2b. Part by part (models whose decoder labels parts): small parts and facial hair.
+    if fine_labeller(model.field(model.normalizer.mean)) is not None and args.n_part_classifier:
+        report["parts"] = part_section(model, args, scale, truths, cached)
 
     # 3. Speed.
     from core.assets import AssetOptions, build_asset

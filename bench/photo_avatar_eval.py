@@ -47,6 +47,7 @@ READ = (
     "eye_color",
     "head_shape",
     "jaw",
+    "presentation",
 )
 # The reader says hair length coarsely: "short" covers every style with short sides.
 COARSE_HAIR = {"bald": "bald", "buzz": "short", "short": "short", "bun": "short", "ponytail": "short",
@@ -154,6 +155,70 @@ def real_photos() -> dict:
     return out
 
 
+def roundtrip(n: int, seed: int, size: int, weights: Path | None = None) -> dict:
+    """A photo's avatar shows what the photo showed: photo -> reading -> avatar -> photo -> reading.
+
+    Engine avatars without hats are rendered as photos and read; the shipped model generates an
+    avatar from what was read (as the photo_avatar job does: the readings, the rest drawn per
+    seed); that avatar is rendered front-on under another random light and read again. The score is the
+    share of the first readings that the second gives back. The ceiling is the same loop with the
+    engine's avatar of the same (completed) attributes in place of the model's.
+    """
+    from core.avatar.model import WEIGHTS_DIR, AvatarModel
+    from core.avatar.vocab.attributes import AvatarAttributes
+
+    model = AvatarModel.load(weights or WEIGHTS_DIR)
+    camera = PhotoCamera(size=size, view_height=CAMERA.view_height, look_at=CAMERA.look_at)
+
+    def read(field, key: int) -> dict[str, str]:
+        light = random_lighting(np.random.default_rng([key, 1]))  # the same light for model and engine
+        try:
+            return read_photo(_png(render_photo(field, light, camera))).attributes()
+        except PhotoError:
+            return {}
+
+    per_attr: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    totals = collections.Counter()
+    t_model = 0.0
+    for i in range(seed, seed + n):
+        rng = np.random.default_rng(i)
+        attrs = sample_attributes(rng, {"headwear": "none"})
+        try:
+            first = read_photo(
+                _png(render_photo(AvatarField(attrs, seed=i), random_lighting(rng), camera, rng))
+            )
+        except PhotoError:
+            continue
+        asked = first.attributes()
+        if not asked:
+            continue
+        t0 = time.perf_counter()
+        planes = model.generate(asked, seed=i)
+        t_model += time.perf_counter() - t0
+        back = read(model.field(planes[0]), i)
+        completed = AvatarAttributes(**model.completed_attributes(asked, seed=i)[0])
+        engine_back = read(AvatarField(completed, seed=i), i)
+        for k, v in asked.items():
+            per_attr[k]["asked"] += 1
+            per_attr[k]["model"] += back.get(k) == v
+            per_attr[k]["engine"] += engine_back.get(k) == v
+        totals["photos"] += 1
+    asked = sum(c["asked"] for c in per_attr.values())
+    out = {
+        "photos": totals["photos"],
+        "readings": asked,
+        "model_back": sum(c["model"] for c in per_attr.values()) / max(asked, 1),
+        "engine_back": sum(c["engine"] for c in per_attr.values()) / max(asked, 1),
+        "generate_s": t_model / max(totals["photos"], 1),
+        "attributes": {
+            k: {"asked": c["asked"], "model": c["model"] / c["asked"], "engine": c["engine"] / c["asked"]}
+            for k, c in sorted(per_attr.items())
+        },
+    }
+    out["ratio"] = out["model_back"] / out["engine_back"] if out["engine_back"] else None
+    return out
+
+
 def photo_to_glb() -> dict:
     """Time photo -> GLB on the astronaut (draft settings, no turntable).
 
@@ -212,6 +277,12 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     ap.add_argument("--skip-real", action="store_true")
     ap.add_argument("--skip-glb", action="store_true")
+    ap.add_argument(
+        "--roundtrip", type=int, default=40, help="photos for the photo -> avatar -> photo loop (0 = skip)"
+    )
+    ap.add_argument(
+        "--weights", type=Path, default=None, help="model folder for --roundtrip (default: shipped)"
+    )
     args = ap.parse_args()
 
     # Warm MediaPipe up so the first timing is not its start-up.
@@ -242,6 +313,16 @@ def main() -> None:
             print(
                 f"{name}: {r['seconds']:.2f} s; used {r['attributes']}\n    all: {read}\n    warnings: {r['warnings']}"
             )
+    if args.roundtrip > 0:
+        rt = roundtrip(args.roundtrip, args.seed + 500, args.size, args.weights)
+        report["roundtrip"] = rt
+        print(
+            f"round trip: {rt['photos']} photos, {rt['readings']} readings; given back by the model's avatar "
+            f"{rt['model_back']:.2f}, by the engine's (ceiling) {rt['engine_back']:.2f}, ratio "
+            + ("-" if rt["ratio"] is None else f"{rt['ratio']:.2f}")
+        )
+        for k, r in rt["attributes"].items():
+            print(f"  {k:15s} n {r['asked']:3d}  model {r['model']:.2f}  engine {r['engine']:.2f}")
     if not args.skip_glb:
         report["photo_to_glb"] = photo_to_glb()
         print("photo -> GLB:", report["photo_to_glb"])

@@ -13,6 +13,7 @@ from core.avatar.reading.eyes import read_eyes
 from core.avatar.reading.hair import read_hair
 from core.avatar.reading.lower_face import read_lower_face
 from core.avatar.reading.photo import Photo, load_photo
+from core.avatar.reading.presentation import read_presentation
 from core.avatar.reading.readings import FaceFeatures, PhotoReading, Reading, ramp
 from core.avatar.reading.shape import read_shape
 from core.avatar.reading.skin import backdrop_colours, read_skin
@@ -27,7 +28,8 @@ def read_attributes(photo: Photo, face: fm.FaceLandmarks) -> PhotoReading:
 
     Steps: 1. align the face; 2. skin colour (the reference for everything else); 3. shape from
     landmarks; 4. hair above and beside the face; 5. beard and moustache; 6. glasses and eyes;
-    7. drop colour readings for greyscale photos and scale confidence for small faces.
+    7. presentation from facial hair and lips;
+    8. drop colour readings for greyscale photos and scale confidence for small faces.
     """
     warnings = list(photo.notes) + list(face.warnings)
     # 1-2.
@@ -41,6 +43,7 @@ def read_attributes(photo: Photo, face: fm.FaceLandmarks) -> PhotoReading:
     lower_readings, lower_features = read_lower_face(af, skin, hair_lab)
     eye_readings, eye_features = read_eyes(af, skin)
     readings |= shape_readings | hair_readings | lower_readings | eye_readings
+    readings["presentation"] = read_presentation(af, readings)
     # A turned head skews width ratios: the nose tip sits off the cheek-to-cheek midline.
     p = af.points
     yaw = (p[fm.NOSE_TIP, 0] - p[fm.FACE_LEFT, 0]) / max(p[fm.FACE_RIGHT, 0] - p[fm.FACE_LEFT, 0], 1e-6) - 0.5
@@ -50,7 +53,7 @@ def read_attributes(photo: Photo, face: fm.FaceLandmarks) -> PhotoReading:
             readings[n] = Reading(
                 r.value, r.confidence * (0.5 if n in ("head_shape", "jaw") else 0.8), r.evidence
             )
-    # 7.
+    # 8.
     if photo.greyscale:
         for n in ("skin_tone", "eye_color"):
             readings.pop(n, None)

@@ -1,0 +1,109 @@
+"""Read an avatar part by part: which parts its surface has, and their colours.
+
+The whole-avatar descriptor of ``bench.avatar_eval`` sees a 5 mm face image, where an iris is
+two pixels and a frame one. This one asks the field itself: surface points are sampled over the
+whole avatar and, densely, inside the face box; each point gets its fine part label (the engine's
+``nearest_part``, the decoder's ``fine_parts``) and its albedo. Per part and per region the
+descriptor holds the share of surface points and their mean colour, plus the colour of the iris
+(the front-most eye points). A classifier trained on engine avatars' descriptors then reads eye
+colour, glasses, beard, moustache, hair colour and hat colour from any avatar with part labels.
+
+``facial_hair_share`` is the share of face-box surface labelled beard or moustache: exactly 0 on
+an engine avatar without facial hair, so ``FACIAL_HAIR_SHARE`` counts an avatar as bearded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from core.avatar.vocab.parts import PART_NAMES
+from core.fields.base import Field
+
+FACE_BOX = ((-0.12, 0.12), (-0.16, 0.04), (-0.07, 0.25))
+"""The face's box (metres, as the training data's ``FACE_BOX``)."""
+FACIAL_HAIR_SHARE = 0.01
+"""Share of the face box's surface labelled beard or moustache from which an avatar has facial
+hair. The engine's smallest facial hair, a goatee, covers several per cent of it; stubble is a
+colour on the skin, not a part, and is not counted."""
+PART_ATTRIBUTES = ("eye_color", "hair_color", "beard", "moustache", "glasses", "headwear", "headwear_color")
+"""The attributes a part reading is scored on."""
+
+
+def fine_labeller(field: Field) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The field's per-point ``PART_NAMES`` labels, or None for a field without them."""
+    fine = getattr(field, "fine_parts", None)
+    if fine is not None:
+        decoder = getattr(field, "decoder", None)
+        if decoder is None or decoder.cfg.parts:
+            return fine
+        return None
+    return getattr(field, "nearest_part", None)
+
+
+def surface_in_box(
+    field: Field, lo: np.ndarray, hi: np.ndarray, n: int, rng: np.random.Generator, tries: int = 8
+) -> np.ndarray:
+    """Up to ``n`` points on the field's zero level set inside the box [lo, hi] -> (m, 3)."""
+    lo, hi = np.asarray(lo, np.float32), np.asarray(hi, np.float32)
+    band = 0.02
+    out = np.zeros((0, 3), np.float32)
+    for _ in range(tries):
+        c = rng.uniform(lo, hi, (30000, 3)).astype(np.float32)
+        c = c[np.abs(field.value(c)) < band]
+        for _ in range(3):  # Newton steps onto the surface along the numerical gradient
+            d = field.value(c)
+            e = 1e-3
+            g = np.stack(
+                [field.value(c + e * u) - field.value(c - e * u) for u in np.eye(3, dtype=np.float32)], 1
+            )
+            g /= np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-6)
+            c = (c - d[:, None] * g).astype(np.float32)
+        keep = (np.abs(field.value(c)) < 0.002) & np.all((c >= lo) & (c <= hi), axis=1)
+        out = np.concatenate([out, c[keep]])
+        if len(out) >= n:
+            break
+    return out[rng.permutation(len(out))[:n]]
+
+
+def _region_features(labels: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+    feats = []
+    for i in range(len(PART_NAMES)):
+        m = labels == i
+        share = float(m.mean()) if len(m) else 0.0
+        colour = rgb[m].mean(0) if m.any() else np.zeros(3)
+        feats.extend([share, *colour])
+    return np.asarray(feats, np.float32)
+
+
+def part_reading(field: Field, rng: np.random.Generator, n_face: int = 3000, n_all: int = 2000) -> dict:
+    """The part-by-part reading of one avatar: ``descriptor`` (the classifier's input) and
+    ``facial_hair_share``. Raises ValueError for a field without part labels."""
+    label = fine_labeller(field)
+    if label is None:
+        raise ValueError("this field has no part labels (a model v3 or older decoder)")
+    (x0, x1), (y0, y1), (z0, z1) = FACE_BOX
+    face = surface_in_box(field, (x0, y0, z0), (x1, y1, z1), n_face, rng)
+    whole = surface_in_box(field, field.bbox_min, field.bbox_max, n_all, rng)
+    lf, lw = label(face), label(whole)
+    cf, cw = field.albedo(face), field.albedo(whole)
+    eyes = lf == PART_NAMES.index("eyes")
+    iris = np.zeros(3, np.float32)
+    if eyes.any():  # the eye points that are neither pupil (near black) nor sclera (near white)
+        c = cf[eyes]
+        ring = (c.max(1) > 0.06) & (c.min(1) < 0.75)
+        if ring.sum() >= 3:
+            iris = c[ring].mean(0)
+    facial = np.isin(lf, [PART_NAMES.index("beard"), PART_NAMES.index("moustache")])
+    descriptor = np.concatenate([_region_features(lf, cf), iris, _region_features(lw, cw)])
+    return {
+        "descriptor": descriptor.astype(np.float32),
+        "facial_hair_share": float(facial.mean()) if len(facial) else 0.0,
+        "face_points": len(face),
+    }
+
+
+def has_facial_hair(reading: dict) -> bool:
+    """Whether a part reading shows a beard or a moustache."""
+    return reading["facial_hair_share"] >= FACIAL_HAIR_SHARE
