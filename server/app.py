@@ -25,7 +25,7 @@ from starlette.datastructures import UploadFile
 
 from server import __version__
 from server.config import LOOPBACK_NAMES, ServerConfig, is_loopback
-from server.disk import below_floor_reason, disk_full_reason, free_mb, is_disk_full
+from server.disk import disk_full_reason, free_mb, is_disk_full
 from server.engines import available_kinds, engine_table
 from server.guards import BodyLimit, HostOriginGuard, ServerTiming
 from server.notify import Notifier
@@ -212,9 +212,7 @@ def create_app(config: ServerConfig, store: JobStore | None = None) -> FastAPI:
 
     def disk_status() -> dict[str, Any]:
         free = free_mb(config.data_dir)
-        reason = supervisor.store_problem
-        if reason is None and config.min_free_mb > 0 and free < config.min_free_mb:
-            reason = below_floor_reason(config.data_dir, config.min_free_mb)
+        reason = supervisor.store_problem or supervisor.space_short()
         return {
             "data_dir": str(config.data_dir),
             "free_mb": round(free, 1),

@@ -22,7 +22,7 @@ from typing import Any
 
 from core.pipelines.jobs import EngineSettings
 from server.config import ServerConfig
-from server.disk import Reserve, below_floor_reason, disk_full_reason, free_mb, is_disk_full
+from server.disk import RESERVE_BYTES, Reserve, below_floor_reason, disk_full_reason, free_mb, is_disk_full
 from server.store import CANCELLED, FAILED, RUNNING, SUCCEEDED, Artifact, JobRecord, JobStore
 from server.worker import INTERRUPTED_EXIT, worker_main
 
@@ -174,10 +174,24 @@ class Supervisor:
         self.reserve.restore()
         return True
 
+    def space_short(self) -> str | None:
+        """Why there is too little free space to take jobs (under the floor), else None.
+
+        While the space reserve is spent (it was freed to record a job's failure), space
+        counts as back only once it can be remade too: the freed megabytes are not for jobs.
+        """
+        floor = self.config.min_free_mb
+        if floor <= 0:
+            return None
+        need = floor if self.reserve.path.is_file() else floor + RESERVE_BYTES / 1e6
+        if free_mb(self.config.data_dir) < need:
+            return below_floor_reason(self.config.data_dir, floor)
+        return None
+
     def _space_ok(self) -> bool:
         """False (with ``paused_for_space`` set) while free space is under the floor."""
-        if self.config.min_free_mb > 0 and free_mb(self.config.data_dir) < self.config.min_free_mb:
-            reason = below_floor_reason(self.config.data_dir, self.config.min_free_mb)
+        reason = self.space_short()
+        if reason is not None:
             if self.paused_for_space is None:
                 log.warning("queued jobs wait: %s", reason)
             self.paused_for_space = reason

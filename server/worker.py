@@ -196,5 +196,9 @@ def worker_main(
             full = is_disk_full(exc.__cause__ or exc.__context__)
             _send(conn, ("failed", job_id, disk_full_reason(work_dir.parent.parent) if full else str(exc)))
         except Exception as exc:  # any engine bug fails the job, never the worker
-            log.error("job %s (%s) raised:\n%s", job_id, kind, traceback.format_exc())
-            _send(conn, ("failed", job_id, _reason(exc, kind, work_dir)))
+            reason = _reason(exc, kind, work_dir)
+            if reason.startswith("the disk is full"):  # not a bug: one line, no traceback
+                log.error("job %s (%s): %s (%s)", job_id, kind, reason, exc)
+            else:
+                log.error("job %s (%s) raised:\n%s", job_id, kind, traceback.format_exc())
+            _send(conn, ("failed", job_id, reason))

@@ -8,9 +8,10 @@ installed, else with trimesh/Pillow/imageio-ffmpeg directly. ``attributes.json``
 which process ran which step, so tests can prove that a job killed mid-run resumed from
 its checkpoint instead of starting over.
 
-``KILN_SLOW_BUSY=1`` makes the steps burn CPU (for bench/server.py). Prompts holding ``__crash__`` (worker dies by SIGKILL), ``__fail__`` (JobError),
-``__error__`` (an engine bug) or ``__stubborn__`` (ignores cancellation) exercise the
-server's failure paths.
+``KILN_SLOW_BUSY=1`` makes the steps burn CPU (for bench/server.py). Prompts holding ``__crash__``
+(worker dies by SIGKILL), ``__fail__`` (JobError),
+``__error__`` (an engine bug), ``__fill__`` (fills the disk at step 3, once) or ``__stubborn__``
+(ignores cancellation) exercise the server's failure paths.
 """
 
 from __future__ import annotations
@@ -127,6 +128,24 @@ def _export(field: SphereField, out: Path, params: dict[str, Any], reporter: Rep
     return files
 
 
+def _fill_the_disk(work_dir: Path) -> None:
+    """Once per job: write ``filler.bin`` until the disk is full, and leave it there."""
+    marker = work_dir / "filled"
+    if marker.exists():
+        return
+    marker.touch()
+    fd = os.open(work_dir / "filler.bin", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        for size in (1 << 20, 4096):  # megabytes, then the last pages
+            try:
+                while os.write(fd, b"\0" * size):
+                    pass
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+
+
 def run_slow_job(job: Any, work_dir: Path, reporter: Reporter, settings: Any = None) -> dict[str, Path]:
     """Checkpointed steps then a real asset; see the module docstring."""
     params = job.to_dict()
@@ -150,6 +169,8 @@ def run_slow_job(job: Any, work_dir: Path, reporter: Reporter, settings: Any = N
             raise JobError("the test engine was asked to fail; remove __fail__ from the prompt")
         if "__error__" in prompt:
             raise ZeroDivisionError("a deliberate engine bug")
+        if "__fill__" in prompt and step == 2:
+            _fill_the_disk(work_dir)
         _sleep(60.0 if stubborn else step_s, reporter, stubborn)
         state["radius"] += 0.5 * (RADIUS_TARGET - state["radius"])
         state["log"].append({"step": step, "pid": os.getpid()})
