@@ -8,6 +8,7 @@ import mimetypes
 import os
 import secrets
 import shutil
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -526,7 +527,8 @@ def create_app(config: ServerConfig, store: JobStore | None = None) -> FastAPI:
     async def unexpected_error(request: Request, exc: Exception) -> Response:
         # A full disk is the operator's to fix: 507 with the folder and free space; anything
         # else is a bug, answered in JSON like every other error.
-        if is_disk_full(exc):
+        io_error = isinstance(exc, OSError | sqlite3.Error)
+        if is_disk_full(exc) or (io_error and free_mb(config.data_dir) < max(config.min_free_mb, 1.0)):
             return JSONResponse({"detail": disk_full_reason(config.data_dir)}, status_code=507)
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
         return JSONResponse(

@@ -53,11 +53,10 @@ def free_mb(path: Path) -> float:
         return 0.0
 
 
-def disk_full_reason(data_dir: Path) -> str:
-    """The one sentence a job fails with when the disk is full."""
+def disk_full_reason(data_dir: Path, then: str = "press Resume") -> str:
+    """The one sentence a job fails with when the disk is full (``then``: what to do after freeing)."""
     return (
-        f"the disk is full (data folder {data_dir}, {free_mb(data_dir):.0f} MB free); "
-        "free space and press Resume"
+        f"the disk is full (data folder {data_dir}, {free_mb(data_dir):.0f} MB free); free space and {then}"
     )
 
 

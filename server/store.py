@@ -151,14 +151,18 @@ class JobStore:
         """
         self.read_only = False
         self._generation += 1
-        conn = self._conn()
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.executescript(_SCHEMA)
-        # Databases of older versions: add the columns (every old job reads as unowned, no stalls).
-        columns = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
-        for name, decl in _ADDED_COLUMNS.items():
-            if name not in columns:
-                conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
+        try:
+            conn = self._conn()
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+            # Databases of older versions: add the columns (old jobs read as unowned, no stalls).
+            columns = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
+            for name, decl in _ADDED_COLUMNS.items():
+                if name not in columns:
+                    conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
+        except BaseException:
+            self._use_read_only()  # keep serving reads
+            raise
 
     def _use_read_only(self) -> None:
         self.read_only = True

@@ -152,9 +152,10 @@ class Supervisor:
                 self.store.open_for_writing()
             outcomes = self.store.recover(self.config.max_attempts)
         except Exception as exc:  # start-up must never crash on the store: serve reads, retry later
-            full = is_disk_full(exc)
+            # SQLite says "disk I/O error" when it cannot even make its -shm file on a full disk.
+            full = is_disk_full(exc) or free_mb(self.config.data_dir) < max(self.config.min_free_mb, 1.0)
             reason = (
-                disk_full_reason(self.config.data_dir)
+                disk_full_reason(self.config.data_dir, then="submit again")
                 if full
                 else f"the job store {self.store.path} cannot be written ({exc}); see the server log"
             )
@@ -348,7 +349,7 @@ class Supervisor:
         reason = disk_full_reason(self.config.data_dir)
         log.error("disk full while %s: %s", f"job {job_id} ran" if job_id else "idle", reason)
         if job_id is None:
-            self.store_problem = reason
+            self.store_problem = disk_full_reason(self.config.data_dir, then="submit again")
             self._stop.wait(DISK_RETRY_S)
             return
         self._kill_worker()
