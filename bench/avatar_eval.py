@@ -321,7 +321,7 @@ def part_section(model: AvatarModel, args, scale: float, truths, cached) -> dict
         "part-by-part read-back (bench.avatar_parts), on the attributes each prompt names; ratio = / engine"
     )
     print(
-        f"  {'attribute':15s} {'engine':>7s} {'template':>9s} {'ratio':>6s} {'paraphrase':>11s} {'ratio':>6s}"
+        f"  {'attribute':15s} {'engine':>7s} {'fitted':>7s} {'template':>9s} {'ratio':>6s} {'paraphrase':>11s} {'ratio':>6s}"
     )
     for name in PART_ATTRIBUTES:
         a = ATTRIBUTE_NAMES.index(name)
