@@ -90,6 +90,7 @@ def test_api_never_errors(fuzz_server: ServerProcess) -> None:
             "POST /v1/jobs",
             "POST /v1/jobs/photo",
             "POST /v1/jobs/{job_id}/cancel",
+            "POST /v1/jobs/{job_id}/resume",
         ]
     ), labels
     statuses: dict[str, set[int]] = {}
