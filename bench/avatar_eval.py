@@ -35,7 +35,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.avatar_parts import PART_ATTRIBUTES, fine_labeller, has_facial_hair, part_reading
+from bench.avatar_parts import (
+    PART_ATTRIBUTES,
+    fine_labeller,
+    has_facial_hair,
+    part_reading,
+    project_to_surface,
+)
 from core.avatar.model import WEIGHTS_DIR, AvatarModel
 from core.avatar.model.conditioning import condition_from_partial
 from core.avatar.model.train import set_identity
@@ -73,16 +79,7 @@ def surface_points(field: Field, n: int, rng: np.random.Generator) -> np.ndarray
     pts = np.zeros((0, 3), np.float32)
     for _ in range(10):
         c = rng.uniform(lo, hi, (40000, 3)).astype(np.float32)
-        d = field.value(c)
-        c = c[np.abs(d) < 0.03]
-        for _ in range(2):
-            d = field.value(c)
-            e = 1e-3
-            g = np.stack(
-                [field.value(c + e * u) - field.value(c - e * u) for u in np.eye(3, dtype=np.float32)], 1
-            )
-            g /= np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-6)
-            c = (c - d[:, None] * g).astype(np.float32)
+        c = project_to_surface(field, c[np.abs(field.value(c)) < 0.03], 2)
         pts = np.concatenate([pts, c[np.abs(field.value(c)) < 0.003]])
         if len(pts) >= n:
             break

@@ -42,6 +42,20 @@ def fine_labeller(field: Field) -> Callable[[np.ndarray], np.ndarray] | None:
     return getattr(field, "nearest_part", None)
 
 
+def project_to_surface(field: Field, points: np.ndarray, steps: int) -> np.ndarray:
+    """``steps`` Newton steps of ``points`` onto the zero level set along the numerical gradient."""
+    c = points
+    for _ in range(steps):
+        d = field.value(c)
+        e = 1e-3
+        g = np.stack(
+            [field.value(c + e * u) - field.value(c - e * u) for u in np.eye(3, dtype=np.float32)], 1
+        )
+        g /= np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-6)
+        c = (c - d[:, None] * g).astype(np.float32)
+    return c
+
+
 def surface_in_box(
     field: Field, lo: np.ndarray, hi: np.ndarray, n: int, rng: np.random.Generator, tries: int = 8
 ) -> np.ndarray:
@@ -52,14 +66,7 @@ def surface_in_box(
     for _ in range(tries):
         c = rng.uniform(lo, hi, (30000, 3)).astype(np.float32)
         c = c[np.abs(field.value(c)) < band]
-        for _ in range(3):  # Newton steps onto the surface along the numerical gradient
-            d = field.value(c)
-            e = 1e-3
-            g = np.stack(
-                [field.value(c + e * u) - field.value(c - e * u) for u in np.eye(3, dtype=np.float32)], 1
-            )
-            g /= np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-6)
-            c = (c - d[:, None] * g).astype(np.float32)
+        c = project_to_surface(field, c, 3)
         keep = (np.abs(field.value(c)) < 0.002) & np.all((c >= lo) & (c <= hi), axis=1)
         out = np.concatenate([out, c[keep]])
         if len(out) >= n:
