@@ -48,11 +48,21 @@ class KindInfo:
 
 
 REQUEST_FIELDS = frozenset(
-    {"prompt", "negative_prompt", "seed", "preset", "attributes", "guidance_scale", "variation", "output"}
+    {
+        "prompt",
+        "negative_prompt",
+        "seed",
+        "preset",
+        "attributes",
+        "guidance_scale",
+        "variation",
+        "rig",
+        "output",
+    }
 )
 ANY_KIND = KindInfo(REQUEST_FIELDS)
 """A kind the add-on does not know (a server's ``--engine``): every field is sent."""
-_AVATAR_FIELDS = frozenset({"prompt", "seed", "attributes", "guidance_scale", "variation", "output"})
+_AVATAR_FIELDS = frozenset({"prompt", "seed", "attributes", "guidance_scale", "variation", "rig", "output"})
 KINDS: dict[str, KindInfo] = {
     "avatar": KindInfo(_AVATAR_FIELDS),
     "photo_avatar": KindInfo(_AVATAR_FIELDS, takes_photo=True),
@@ -125,6 +135,9 @@ class JobRequest:
     """Avatar kinds: how far the avatar strays from the mean look of its attributes, 0 (the
     mean) .. 1 (a full sample) .. 1.5; None keeps the model's default and is not sent, so
     servers that predate the setting accept the job."""
+    rig: bool | None = None
+    """Avatar kinds: False asks for a bare mesh without armature, weights and shape keys; None
+    (not sent) keeps the server's default, which rigs avatars. Objects from text are never rigged."""
 
     def validate(self) -> None:
         """Raise ValueError with a sentence saying what to change."""
@@ -140,6 +153,8 @@ class JobRequest:
             raise ValueError(f"preset {self.preset!r} is unknown; use one of {', '.join(PRESETS)}")
         if self.seed is not None:
             _check_range("seed", self.seed, 0, SEED_MAX)
+        if self.rig is not None and not isinstance(self.rig, bool):
+            raise ValueError(f"rig must be True, False or None, got {self.rig!r}")
         if self.variation is not None and not 0.0 <= float(self.variation) <= 1.5:
             raise ValueError(f"variation must be between 0 and 1.5, got {self.variation}")
         for key, value in self.attributes.items():
@@ -161,6 +176,8 @@ class JobRequest:
             fields["seed"] = int(self.seed)
         if self.variation is not None:
             fields["variation"] = float(self.variation)
+        if self.rig is not None:
+            fields["rig"] = bool(self.rig)
         info = kind_info(self.kind, server)
         return {"kind": self.kind, **{k: v for k, v in fields.items() if info.reads(k)}}
 

@@ -10,6 +10,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictInt,
     create_model,
     field_validator,
@@ -85,6 +86,7 @@ class JobParams(BaseModel):
     )
     guidance_scale: float | None = _field(contract.JobParams, "guidance_scale")
     variation: float | None = _field(contract.JobParams, "variation")
+    rig: StrictBool = _field(contract.JobParams, "rig")
     output: OutputOptions = Field(default_factory=OutputOptions)
 
     @field_validator("attributes")

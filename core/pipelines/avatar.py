@@ -155,19 +155,18 @@ def generate_avatar_job(
     reporter: Reporter,
     settings: EngineSettings,
     photo_reading: Any = None,
-    rig: bool = True,
 ) -> dict[str, Path]:
     """Both avatar jobs: attributes -> tri-planes -> the asset path -> ``attributes.json``, once.
 
     Steps: 1. generate the tri-planes (or reuse ``checkpoints/avatar_planes.pt`` from an
     interrupted run of the same request); 2. run the asset path on the tri-plane field, rigged
-    (``rig``, on by default) from landmarks fitted on its surface; 3. write the ``AvatarRecord``:
+    (``params.rig``, on by default) from landmarks fitted on its surface; 3. write the ``AvatarRecord``:
     the attributes with their sources (and the photo reading); ``stats.rig`` says whether the
     GLB is rigged, with which bones, shape keys and landmarks, or why not.
     """
     from core.assets import AssetOptions, build_asset
 
-    options = AssetOptions.from_output(params.output, rig=rig)
+    options = AssetOptions.from_output(params.output, rig=params.rig)
     request = AvatarRequest(
         prompt=params.prompt,
         attributes=dict(params.attributes),

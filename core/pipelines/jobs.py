@@ -128,6 +128,13 @@ class JobParams:
             nullable=True,
         ),
     )
+    rig: bool = field(
+        default=True,
+        metadata=_spec(
+            "Avatar kinds: rig the GLB (bones root, neck, head, jaw, eye_L, eye_R, skin weights and "
+            "the expression shape keys); false = a bare mesh. Objects from text are never rigged."
+        ),
+    )
     output: OutputOptions = field(default_factory=OutputOptions, metadata=_spec("What to make of the field."))
     photo_path: str | None = field(
         default=None,
@@ -155,6 +162,8 @@ class JobParams:
         _check_number(JobParams, "seed", self.seed, integer=True)
         _check_number(JobParams, "guidance_scale", self.guidance_scale, integer=False)
         _check_number(JobParams, "variation", self.variation, integer=False)
+        if not isinstance(self.rig, bool):
+            raise JobError(f"rig must be true or false, got {self.rig!r}")
         if self.preset not in PRESETS:
             raise JobError(f"unknown preset {self.preset!r}; use one of {', '.join(PRESETS)}")
         self.output.check()
@@ -235,7 +244,7 @@ class EngineSpec:
         }
 
 
-_AVATAR_FIELDS = frozenset({"prompt", "seed", "attributes", "guidance_scale", "variation", "output"})
+_AVATAR_FIELDS = frozenset({"prompt", "seed", "attributes", "guidance_scale", "variation", "rig", "output"})
 
 ENGINES: dict[str, EngineSpec] = {
     "avatar": EngineSpec("core.pipelines.avatar:run_avatar_job", _AVATAR_FIELDS),

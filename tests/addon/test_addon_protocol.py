@@ -182,3 +182,11 @@ def test_variation_is_sent_only_when_set_and_checked():
     assert JobRequest("avatar", "a person", variation=0.25).to_dict()["variation"] == 0.25
     with pytest.raises(ValueError, match="variation"):
         JobRequest("avatar", "a person", variation=2.0).validate()
+
+
+def test_rig_off_is_sent_for_avatar_kinds_only():
+    assert "rig" not in JobRequest("avatar", "a person").to_dict()  # the server's default rigs
+    assert JobRequest("avatar", "a person", rig=False).to_dict()["rig"] is False
+    assert "rig" not in JobRequest("text_to_3d", "a cup", rig=False).to_dict()
+    with pytest.raises(ValueError, match="rig"):
+        JobRequest("avatar", "a person", rig="no").validate()

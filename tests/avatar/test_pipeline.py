@@ -11,6 +11,7 @@ from core.avatar.vocab.resolve import resolve
 from core.pipelines.avatar import AvatarRequest, avatar
 from core.pipelines.jobs import JobError, run_job
 from core.progress import Cancelled, Reporter
+from tests.assets.test_assets_gltf import read_glb
 
 torch.set_num_threads(1)
 
@@ -62,6 +63,10 @@ def test_job_writes_artifacts_and_reports_what_it_understood(tmp_path):
     assert ("headwear_color" in drawn) == (
         headwear != "none" and "headwear_color" not in record["attributes"]
     )
+    # Avatar jobs are rigged by default, and attributes.json says with what.
+    gltf, _ = read_glb(arts["asset.glb"])
+    assert len(gltf["skins"]) == 1 and record["stats"]["rig"]["rigged"] is True
+    assert record["stats"]["rig"]["bones"] == ["root", "neck", "head", "jaw", "eye_L", "eye_R"]
     fractions = [e.fraction for e in events]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert any(e.stage == "sample" for e in events)
@@ -115,6 +120,22 @@ def test_batch_builds_every_avatar_in_worker_processes_and_resumes(tmp_path):
     assert [a["built_now"] for a in again["avatars"]] == [False, True, False]
     assert glbs[0].stat().st_mtime_ns == kept and glbs[1].read_bytes() == lost
     assert again["avatars"][0]["stats"] == summary["avatars"][0]["stats"]
+
+
+def test_rig_false_gives_a_bare_mesh_and_the_record_says_so(tmp_path):
+    arts = run_job(
+        "avatar", {"seed": 2, "rig": False, "output": {**SMALL, "turntable_frames": 0}}, tmp_path, Reporter()
+    )
+    gltf, _ = read_glb(arts["asset.glb"])
+    assert "skins" not in gltf and all("targets" not in p for m in gltf["meshes"] for p in m["primitives"])
+    assert json.loads(arts["attributes.json"].read_text())["stats"]["rig"] == {
+        "rigged": False,
+        "reason": "rigging is off",
+    }
+    with pytest.raises(JobError, match="rig must be true or false"):
+        run_job("avatar", {"rig": "no"}, tmp_path / "b", Reporter())
+    with pytest.raises(JobError, match="text_to_3d jobs do not read rig"):
+        run_job("text_to_3d", {"prompt": "a cup", "rig": False}, tmp_path / "c", Reporter())
 
 
 def test_batch_cli_names_a_bad_attribute(tmp_path, capsys):
