@@ -82,7 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--resolution", type=int, default=128, help="marching-cubes grid (64..512)")
     gen.add_argument("--texture-size", type=int, default=1024, help="texture edge (256..4096)")
+    gen.add_argument(
+        "--rig",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="avatars come in rigged: armature, vertex groups, expression shape keys (default: on)",
+    )
     gen.add_argument("--turntable", action="store_true", help="render a turntable MP4 and add it to the VSE")
+    gen.add_argument(
+        "--expressions",
+        action="store_true",
+        help="the turntable of a rigged avatar blinks, smiles and opens its jaw",
+    )
     gen.add_argument("--frames", type=int, default=48, help="turntable frames")
     gen.add_argument("--size", type=int, default=256, help="turntable edge in pixels")
     gen.add_argument("--samples", type=int, default=8, help="turntable render samples")
@@ -140,6 +151,8 @@ def job_sources(
             if kind_info(args.kind).reads("attributes"):
                 request.attributes = dict(attributes)
                 request.variation = args.variation
+            if kind_info(args.kind).reads("rig") and not args.rig:
+                request.rig = False
             sources.append((request, None, prompt))
         return sources
     for photo in photos:
@@ -148,6 +161,7 @@ def job_sources(
                 "photo_avatar", prompt, "", args.seed, args.preset, dict(attributes), None, output
             )
             request.variation = args.variation
+            request.rig = None if args.rig else False
             label = f"photo {photo.stem}" + (f", {prompt}" if prompt else "")
             sources.append((request, photo, label))
     return sources
@@ -204,7 +218,11 @@ def generate_assets(args: argparse.Namespace, context=None) -> tuple[list[Genera
             f"cannot use --out {out} as the output folder ({ex}); pick a folder you can write to"
         ) from None
     options = turntable.TurntableOptions(
-        frames=args.frames, size=args.size, samples=args.samples, engine=args.engine
+        frames=args.frames,
+        size=args.size,
+        samples=args.samples,
+        engine=args.engine,
+        expressions=args.expressions,
     )
 
     scene = context.scene
@@ -219,6 +237,7 @@ def generate_assets(args: argparse.Namespace, context=None) -> tuple[list[Genera
         used_stems.add(stem)
         item = runtime.new_job_item(scene, request, label)
         item.out_dir = str(out)
+        item.rig = args.rig
         spec = runtime.make_spec(item, request, photo, out)
         spec.file_stem = stem
         print(f"kiln: generating {label!r} ({request.kind})", flush=True)

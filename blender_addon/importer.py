@@ -8,6 +8,8 @@ from typing import Any
 import bpy
 
 COLLECTION_NAME = "Kiln"
+EXPRESSIONS = ("jaw_open", "smile", "blink_L", "blink_R", "brow_raise")
+"""The shape keys of a rigged avatar (core/assets/rig.py), as the panel's sliders show them."""
 # Custom properties kept on the imported object so an artist can regenerate or vary it.
 PROP_PREFIX = "kiln_"
 
@@ -43,12 +45,22 @@ def _snapshot() -> dict[str, set[Any]]:
         "textures": set(bpy.data.textures),
         "actions": set(bpy.data.actions),
         "collections": set(bpy.data.collections),
+        "armatures": set(bpy.data.armatures),
     }
 
 
 def _remove_new(before: dict[str, set[Any]]) -> None:
     """Delete every datablock created since ``before`` (undo a failed import)."""
-    for attr in ("objects", "meshes", "materials", "images", "textures", "actions", "collections"):
+    for attr in (
+        "objects",
+        "meshes",
+        "materials",
+        "images",
+        "textures",
+        "actions",
+        "collections",
+        "armatures",
+    ):
         data = getattr(bpy.data, attr)
         for block in set(data) - before[attr]:
             data.remove(block)
@@ -67,6 +79,69 @@ def material_images(obj: bpy.types.Object) -> list[bpy.types.Image]:
     return images
 
 
+def expression_mesh(obj: bpy.types.Object | None) -> bpy.types.Object | None:
+    """The mesh with expression shape keys among ``obj``, its children and its parent, or None.
+
+    A rigged avatar imports as an armature (the root, what the artist selects) with the mesh
+    parented to it; selecting the mesh works as well.
+    """
+    if obj is None:
+        return None
+    for o in (obj, *obj.children_recursive, *([obj.parent] if obj.parent else [])):
+        keys = o.data.shape_keys if o.type == "MESH" else None
+        if keys is not None and any(k.name in EXPRESSIONS for k in keys.key_blocks):
+            return o
+    return None
+
+
+def armature_of(obj: bpy.types.Object | None) -> bpy.types.Object | None:
+    """The armature that deforms ``obj`` (itself when it is one), or None."""
+    if obj is None:
+        return None
+    if obj.type == "ARMATURE":
+        return obj
+    for mod in getattr(obj, "modifiers", ()):
+        if mod.type == "ARMATURE" and mod.object is not None:
+            return mod.object
+    return obj.parent if obj.parent is not None and obj.parent.type == "ARMATURE" else None
+
+
+def strip_rig(root: bpy.types.Object) -> bpy.types.Object:
+    """Remove the armature, vertex groups and shape keys of an imported avatar; return the new root.
+
+    For ``--no-rig`` and the panel's rig switch: the mesh stays where it is, unrigged.
+    """
+    arm = armature_of(root) or next((o for o in root.children_recursive if o.type == "ARMATURE"), None)
+    meshes = [o for o in (root, *root.children_recursive) if o.type == "MESH"]
+    for obj in meshes:
+        for mod in [m for m in obj.modifiers if m.type == "ARMATURE"]:
+            obj.modifiers.remove(mod)
+        obj.vertex_groups.clear()
+        if obj.data.shape_keys is not None:
+            obj.shape_key_clear()
+    if arm is None:
+        return root
+    new_root = root
+    for obj in meshes:
+        if obj.parent == arm:
+            world = obj.matrix_world.copy()
+            obj.parent = arm.parent
+            obj.matrix_world = world
+    if arm == root:
+        new_root = meshes[0] if len(meshes) == 1 else root
+        if new_root != root:
+            for key in list(root.keys()):
+                new_root[key] = root[key]
+    data = arm.data
+    name = arm.name
+    bpy.data.objects.remove(arm)
+    if data.users == 0:
+        bpy.data.armatures.remove(data)
+    if new_root != root:
+        new_root.name = name
+    return new_root
+
+
 def import_glb(
     context: bpy.types.Context,
     path: Path,
@@ -74,8 +149,14 @@ def import_glb(
     properties: dict[str, Any] | None = None,
     location: tuple[float, float, float] | None = None,
     scene: bpy.types.Scene | None = None,
+    rig: bool = True,
 ) -> bpy.types.Object:
     """Import ``path`` and return its root object.
+
+    A rigged avatar's GLB (a glTF skin and morph targets) comes in as an armature named after
+    the prompt, with bones root, neck, head, jaw, eye_L and eye_R, and its mesh parented to it
+    with one vertex group per bone and the expression shape keys (``EXPRESSIONS``). With
+    ``rig`` False the armature, vertex groups and shape keys are removed (``strip_rig``).
 
     ``scene`` (default: the context's) is where the Kiln collection is, e.g. the scene that
     started the job when the artist has switched scenes since.
@@ -104,7 +185,10 @@ def import_glb(
     was_active = view_layer.objects.active
     was_selected = [o for o in view_layer.objects if o.select_get()]
     try:
-        result = bpy.ops.import_scene.gltf(filepath=str(path))
+        # No custom bone shape: the importer would add an "Icosphere" object to show the bones.
+        props = {p.identifier for p in bpy.ops.import_scene.gltf.get_rna_type().properties}
+        extra = {"disable_bone_shape": True} if "disable_bone_shape" in props else {}
+        result = bpy.ops.import_scene.gltf(filepath=str(path), **extra)
         if "FINISHED" not in result:
             raise RuntimeError(f"Blender's glTF importer could not read {path}")
         new_objects = [o for o in bpy.data.objects if o not in before["objects"]]
@@ -127,7 +211,10 @@ def import_glb(
             for obj in roots:
                 obj.parent = root
 
-        # 3. Name and place.
+        # 3. Name and place (an unrigged import drops the armature first).
+        if not rig:
+            root = strip_rig(root)
+            new_objects = [o for o in bpy.data.objects if o not in before["objects"]]
         root.name = name
         meshes = [o for o in new_objects if o.type == "MESH"]
         if len(meshes) == 1 and meshes[0] is not root:

@@ -32,6 +32,7 @@ def turntable_options(settings) -> turntable.TurntableOptions:
         size=settings.turntable_size,
         samples=settings.turntable_samples,
         engine=settings.turntable_engine,
+        expressions=settings.turntable_expressions,
     )
 
 

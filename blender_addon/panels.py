@@ -1,9 +1,10 @@
-"""View3D > Sidebar > Kiln: generate settings, the job list with progress, the turntable."""
+"""View3D > Sidebar > Kiln: generate settings, the job list with progress, expressions, the turntable."""
 
 from __future__ import annotations
 
 import bpy
 
+from . import importer
 from .properties import MODE_TO_KIND
 from .protocol import ACTIVE_STATES, kind_info
 
@@ -106,6 +107,7 @@ class VIEW3D_PT_kiln(bpy.types.Panel):
         col.prop(settings, "resolution")
         col.prop(settings, "texture_size")
         if settings.mode in {"AVATAR", "PHOTO"}:
+            col.prop(settings, "rig")
             row = col.row(align=True)
             row.prop(settings, "use_variation")
             sub = row.row()
@@ -187,9 +189,47 @@ class VIEW3D_PT_kiln_turntable(bpy.types.Panel):
         col.prop(settings, "turntable_frames")
         col.prop(settings, "turntable_size")
         col.prop(settings, "turntable_samples")
+        col.prop(settings, "turntable_expressions")
         col.prop(settings, "image_plane")
         layout.operator("kiln.render_turntable", icon="RENDER_ANIMATION")
         layout.operator("kiln.import_video", icon="SEQUENCE")
 
 
-classes = (KILN_UL_jobs, VIEW3D_PT_kiln, VIEW3D_PT_kiln_jobs, VIEW3D_PT_kiln_turntable)
+class VIEW3D_PT_kiln_expressions(bpy.types.Panel):
+    """Sliders for the expression shape keys of the selected rigged avatar."""
+
+    bl_label = "Expressions"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Kiln"
+    bl_parent_id = "VIEW3D_PT_kiln"
+
+    @classmethod
+    def poll(cls, context):
+        return importer.expression_mesh(context.active_object) is not None
+
+    def draw(self, context):
+        mesh = importer.expression_mesh(context.active_object)
+        layout = self.layout
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        col = layout.column(align=True)
+        blocks = mesh.data.shape_keys.key_blocks
+        for name in importer.EXPRESSIONS:
+            block = blocks.get(name)
+            if block is not None:
+                col.prop(block, "value", text=name.replace("_", " ").title(), slider=True)
+        arm = importer.armature_of(mesh)
+        if arm is not None:
+            layout.label(
+                text=f"Armature: {arm.name} (pose the jaw, head and eye bones)", icon="ARMATURE_DATA"
+            )
+
+
+classes = (
+    KILN_UL_jobs,
+    VIEW3D_PT_kiln,
+    VIEW3D_PT_kiln_jobs,
+    VIEW3D_PT_kiln_expressions,
+    VIEW3D_PT_kiln_turntable,
+)

@@ -61,6 +61,11 @@ class KILN_PG_job(bpy.types.PropertyGroup):
     video_path: StringProperty(name="Turntable", subtype="FILE_PATH")
     auto_import: BoolProperty(name="Import When Done", default=True)
     turntable: BoolProperty(name="Turntable When Done", default=False)
+    rig: BoolProperty(
+        name="Rig",
+        default=True,
+        description="Import a rigged avatar with its armature and expression shape keys; off: the bare mesh",
+    )
     attributes_path: StringProperty(name="Attributes", subtype="FILE_PATH", description="attributes.json")
     made_with: CollectionProperty(type=KILN_PG_used_attribute)
     notes: CollectionProperty(type=KILN_PG_note)
@@ -148,6 +153,16 @@ class KILN_PG_settings(bpy.types.PropertyGroup):
         default="CYCLES",
     )
     turntable_after_generate: BoolProperty(name="Turntable When Done", default=False)
+    turntable_expressions: BoolProperty(
+        name="Expressions",
+        description="On a rigged avatar: blink, smile and open the jaw during the turn",
+        default=False,
+    )
+    rig: BoolProperty(
+        name="Rig Avatars",
+        default=True,
+        description="Avatars come in rigged: an armature (root, neck, head, jaw, eyes) and expression shape keys",
+    )
     image_plane: BoolProperty(name="Image Plane", description="Also show the video on a plane", default=False)
 
     jobs: CollectionProperty(type=KILN_PG_job)
@@ -171,6 +186,8 @@ class KILN_PG_settings(bpy.types.PropertyGroup):
                 resolution=self.resolution, texture_size=int(self.texture_size), turntable_frames=0
             ),
             variation=float(self.variation) if self.use_variation and reads("variation") else None,
+            # Only "off" is sent, so servers that predate rigging accept the job.
+            rig=False if not self.rig and reads("rig") else None,
         )
         request.validate()
         return request

@@ -107,6 +107,7 @@ def new_job_item(scene: bpy.types.Scene, request: JobRequest | None, label: str 
         item.kind = request.kind
         item.prompt = label or request.prompt
         item.seed = request.seed if request.seed is not None else -1
+    item.rig = scene.kiln.rig
     scene.kiln.active_job_index = len(jobs) - 1
     track(scene, item)
     return item
@@ -197,7 +198,7 @@ def import_job_result(context, scene, item) -> bpy.types.Object | None:
         item.error = "the job has no downloaded GLB yet; wait for it to finish"
         raise KilnError(item.error)
     try:
-        obj = importer.import_glb(context, path, item.prompt, provenance(item), scene=scene)
+        obj = importer.import_glb(context, path, item.prompt, provenance(item), scene=scene, rig=item.rig)
     except (OSError, ValueError, RuntimeError) as ex:
         item.error = f"import failed: {ex}"
         raise KilnError(item.error) from ex

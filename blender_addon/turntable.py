@@ -39,6 +39,19 @@ class TurntableOptions:
     """Camera height above the object's centre, as an angle."""
     margin: float = 1.15
     """Free space around the object in the frame (1 = touching the edges)."""
+    expressions: bool = False
+    """Play a short expression cycle (blink, smile, jaw) during the turn, on an avatar with the
+    expression shape keys; other objects turn as usual."""
+
+
+EXPRESSION_CYCLE: tuple[tuple[str, float, float], ...] = (
+    ("blink_L", 0.08, 0.22),
+    ("blink_R", 0.08, 0.22),
+    ("smile", 0.30, 0.60),
+    ("jaw_open", 0.62, 0.92),
+)
+"""(shape key, start, end) as fractions of the turn: each rises to 1 halfway and falls back."""
+EXPRESSION_ACTION = RIG_PREFIX + "Expressions"
 
 
 def eevee_engine_id() -> str:
@@ -94,7 +107,66 @@ def world_bounds(obj: bpy.types.Object) -> tuple[Vector, float]:
     return Vector(centre.tolist()), max(radius, 1e-3)
 
 
+def _find_expression_keys(obj: bpy.types.Object):
+    """The shape keys (``Key`` datablock) of the avatar mesh in ``obj``'s hierarchy, or None."""
+    names = {name for name, _, _ in EXPRESSION_CYCLE}
+    for o in (obj, *obj.children_recursive):
+        keys = o.data.shape_keys if o.type == "MESH" else None
+        if keys is not None and names & {k.name for k in keys.key_blocks}:
+            return keys
+    return None
+
+
+def add_expression_cycle(obj: bpy.types.Object, frames: int) -> list[str]:
+    """Key the expression cycle over frames 1..``frames`` on ``obj``'s avatar mesh; returns the
+    shape keys animated (none for an object without them). The keys live in their own action
+    (``EXPRESSION_ACTION``), removed again with the turntable scene; the avatar's own shape-key
+    action, if any, is put back then."""
+    keys = _find_expression_keys(obj)
+    if keys is None:
+        return []
+    anim = keys.animation_data or keys.animation_data_create()
+    if anim.action is not None and anim.action.name != EXPRESSION_ACTION:
+        keys["kiln_saved_action"] = anim.action.name
+    anim.action = bpy.data.actions.new(EXPRESSION_ACTION)
+    done = []
+    for name, start, end in EXPRESSION_CYCLE:
+        block = keys.key_blocks.get(name)
+        if block is None:
+            continue
+        # Whole frames, at least two apart, so the peak is a frame the video shows even in a
+        # short turntable.
+        a = max(1, math.floor(1 + start * (frames - 1)))
+        b = min(max(frames, 3), max(math.ceil(1 + end * (frames - 1)), a + 2))
+        a = min(a, b - 2)
+        keys_at = {1: 0.0, a: 0.0, (a + b) // 2: 1.0, b: 0.0}
+        for frame, value in sorted(keys_at.items()):
+            block.value = value
+            block.keyframe_insert("value", frame=frame)
+        block.value = 0.0
+        done.append(name)
+    return done
+
+
+def _remove_expression_cycle() -> None:
+    action = bpy.data.actions.get(EXPRESSION_ACTION)
+    if action is None:
+        return
+    for keys in bpy.data.shape_keys:
+        anim = keys.animation_data
+        if anim is not None and anim.action == action:
+            saved = keys.get("kiln_saved_action")
+            anim.action = bpy.data.actions.get(saved) if saved else None
+            if saved:
+                del keys["kiln_saved_action"]
+            for block in keys.key_blocks:
+                if block.name in {n for n, _, _ in EXPRESSION_CYCLE}:
+                    block.value = 0.0
+    bpy.data.actions.remove(action)
+
+
 def _clear_turntable_scene() -> None:
+    _remove_expression_cycle()
     old = bpy.data.scenes.get(TURNTABLE_SCENE)
     if old is None:
         return
@@ -120,6 +192,7 @@ def build_turntable_scene(obj: bpy.types.Object, options: TurntableOptions) -> b
         3. A camera on the pivot, far enough for the bounding sphere to fit, aimed at the pivot.
         4. A key sun light on the pivot (lighting turns with the camera) and a grey world.
         5. Render settings: engine, samples, size, frame range, H.264 MP4 output.
+        6. With ``options.expressions``: the avatar blinks, smiles and opens its jaw on the way.
     """
     # 1. Scene.
     _clear_turntable_scene()
@@ -179,6 +252,9 @@ def build_turntable_scene(obj: bpy.types.Object, options: TurntableOptions) -> b
 
     # 5. Render settings.
     configure_render(scene, options, frames)
+    # 6. Expressions.
+    if options.expressions:
+        add_expression_cycle(obj, frames)
     return scene
 
 

@@ -398,9 +398,14 @@ def test_photos_times_prompts_and_attr_parse(tmp_path):
                                       cli.parse_attributes(args.attribute), OutputOptions())
             only_prompts = cli.build_parser().parse_args(["generate", "--prompt", "a man", "--out", "o"])
             prompt_sources = cli.job_sources(only_prompts, ["a man"], [], {}, OutputOptions())
+            bare = cli.build_parser().parse_args(["generate", "--prompt", "a man", "--no-rig", "--out", "o"])
+            text = cli.build_parser().parse_args(["generate", "--kind", "text_to_3d", "--prompt", "a cup",
+                                                  "--no-rig", "--out", "o"])
             return {
                 "photo_jobs": [[r.kind, r.prompt, r.attributes, r.seed, str(p), label] for r, p, label in sources],
                 "prompt_jobs": [[r.kind, r.prompt, r.seed, p, label] for r, p, label in prompt_sources],
+                "bodies": [cli.job_sources(a, ["x"], [], {}, OutputOptions())[0][0].to_dict()
+                           for a in (only_prompts, bare, text)],
             }
         """,
         tmp_path,
@@ -414,3 +419,7 @@ def test_photos_times_prompts_and_attr_parse(tmp_path):
     ]
     # Without --photo a prompt is a job of its own, and the seed is left to the server.
     assert run.data["prompt_jobs"] == [["avatar", "a man", None, None, "a man"]]
+    # --no-rig asks the server for a bare avatar; rigged is the default and is not sent (older
+    # servers accept the body), and text jobs never carry it.
+    default, bare, text = run.data["bodies"]
+    assert "rig" not in default and bare["rig"] is False and "rig" not in text
