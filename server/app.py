@@ -24,6 +24,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
+from core.pipelines.jobs import PROGRESS_PREVIEW
 from server import __version__
 from server.config import LOOPBACK_NAMES, ServerConfig, is_loopback
 from server.disk import disk_full_reason, free_mb, is_disk_full
@@ -116,8 +117,32 @@ def content_type(name: str) -> str:
     return CONTENT_TYPES.get(suffix) or mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
-def job_out(job: JobRecord) -> dict[str, Any]:
-    """The API's job object; artifacts appear only for a succeeded job."""
+def preview_file(job: JobRecord, data_dir: Path) -> Path | None:
+    """The job's newest preview image: the ``preview.png`` artifact of a succeeded job, else the
+    engine's live ``PROGRESS_PREVIEW`` in its folder; None when there is none (yet)."""
+    root = job_dir(data_dir, job.id)
+    candidates = (
+        [root / a.path for a in job.artifacts if a.name == "preview.png"] if job.state == "succeeded" else []
+    )
+    candidates.append(root / PROGRESS_PREVIEW)
+    for path in candidates:
+        try:
+            if path.is_file() and path.stat().st_size > 0:
+                return path
+        except OSError:
+            continue
+    return None
+
+
+def preview_tag(path: Path) -> str:
+    """A version tag of a preview file that changes whenever the engine replaces it."""
+    st = path.stat()
+    return f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
+
+
+def job_out(job: JobRecord, data_dir: Path | None = None) -> dict[str, Any]:
+    """The API's job object; artifacts appear only for a succeeded job. With ``data_dir``,
+    ``preview`` names the job's newest preview image and its version (null when none)."""
     artifacts = []
     if job.state == "succeeded":
         artifacts = [
@@ -143,7 +168,19 @@ def job_out(job: JobRecord) -> dict[str, Any]:
         "started_at": job.started_at,
         "finished_at": job.finished_at,
         "artifacts": artifacts,
+        "preview": _preview_out(job, data_dir),
     }
+
+
+def _preview_out(job: JobRecord, data_dir: Path | None) -> dict[str, str] | None:
+    path = preview_file(job, data_dir) if data_dir is not None else None
+    if path is None:
+        return None
+    try:
+        tag = preview_tag(path)
+    except OSError:  # replaced between the two looks
+        return None
+    return {"url": f"/v1/jobs/{job.id}/preview", "version": tag.strip('"')}
 
 
 def _validation_error(exc: ValidationError, prefix: tuple[str, ...]) -> RequestValidationError:
@@ -235,7 +272,7 @@ def create_app(config: ServerConfig, store: JobStore | None = None) -> FastAPI:
         log.info("job %s (%s): submitted -> queued", job.id, kind)
         notifier.publish(job.id)
         supervisor.wake()
-        return job_out(job)
+        return job_out(job, config.data_dir)
 
     router = APIRouter(
         prefix="/v1", dependencies=[Depends(require_token)], responses={400: _ERROR, 401: _ERROR}
@@ -377,13 +414,13 @@ def create_app(config: ServerConfig, store: JobStore | None = None) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> dict[str, Any]:
         assert state is None or state in STATES
-        return {"jobs": [job_out(j) for j in store.list_jobs(state, limit)]}
+        return {"jobs": [job_out(j, config.data_dir) for j in store.list_jobs(state, limit)]}
 
     @router.get("/jobs/{job_id}", response_model=JobOut, responses={404: _ERROR})
     async def read_job(job_id: str) -> Response:
         # The hot path of polling clients: serialised directly (the job dict is built from
         # the store's typed record), skipping a pydantic round trip per poll.
-        return JSONResponse(job_out(get_job(job_id)))
+        return JSONResponse(job_out(get_job(job_id), config.data_dir))
 
     @router.get(
         "/jobs/{job_id}/events",
@@ -403,7 +440,7 @@ def create_app(config: ServerConfig, store: JobStore | None = None) -> FastAPI:
                     return  # deleted
                 if job.version != sent:
                     sent = job.version
-                    yield f"event: job\ndata: {json.dumps(jsonable_encoder(job_out(job)))}\n\n"
+                    yield f"event: job\ndata: {json.dumps(jsonable_encoder(job_out(job, config.data_dir)))}\n\n"
                 if job.terminal or notifier.closed:
                     return  # finished, or the server is stopping (the client reconnects)
                 try:
@@ -444,6 +481,27 @@ def create_app(config: ServerConfig, store: JobStore | None = None) -> FastAPI:
             path, media_type=content_type(name), filename=name, content_disposition_type="inline"
         )
 
+    @router.get(
+        "/jobs/{job_id}/preview",
+        response_class=FileResponse,
+        responses={200: {"content": {"image/png": {}}}, 304: {"description": "Not modified"}, 404: _ERROR},
+    )
+    async def read_preview(job_id: str, request: Request) -> Response:
+        """The job's newest preview image: the engine's progress image while it runs, the
+        finished preview after. ``ETag`` is the job object's ``preview.version``; send it back
+        in ``If-None-Match`` to get 304 until a new image arrives."""
+        job = get_job(job_id)
+        path = preview_file(job, config.data_dir)
+        if path is None:
+            raise HTTPException(404, f"job {job_id} has no preview image yet; poll the job and try again")
+        try:
+            tag = preview_tag(path)
+        except OSError:
+            raise HTTPException(404, f"job {job_id}'s preview was being replaced; try again") from None
+        if request.headers.get("if-none-match") == tag:
+            return Response(status_code=304, headers={"ETag": tag})
+        return FileResponse(path, media_type="image/png", headers={"ETag": tag, "Cache-Control": "no-cache"})
+
     @router.post(
         "/jobs/{job_id}/resume",
         status_code=202,
@@ -464,12 +522,12 @@ def create_app(config: ServerConfig, store: JobStore | None = None) -> FastAPI:
         log.info("job %s (%s): %s -> queued (resume)", job.id, job.kind, before.state)
         notifier.publish(job_id)
         supervisor.wake()
-        return job_out(job)
+        return job_out(job, config.data_dir)
 
     @router.post("/jobs/{job_id}/cancel", status_code=202, response_model=JobOut, responses={404: _ERROR})
     async def cancel_job(job_id: str) -> dict[str, Any]:
         get_job(job_id)
-        return job_out(_cancel(job_id))
+        return job_out(_cancel(job_id), config.data_dir)
 
     def _cancel(job_id: str) -> JobRecord:
         before = get_job(job_id)
@@ -492,7 +550,7 @@ def create_app(config: ServerConfig, store: JobStore | None = None) -> FastAPI:
         """Cancel an active job (202 with the job), or delete a finished one and its files (204)."""
         job = get_job(job_id)
         if not job.terminal:
-            return JSONResponse(jsonable_encoder(job_out(_cancel(job_id))), status_code=202)
+            return JSONResponse(jsonable_encoder(job_out(_cancel(job_id), config.data_dir)), status_code=202)
         if store.delete(job_id):
             await run_in_threadpool(shutil.rmtree, job_dir(config.data_dir, job_id), True)
             log.info("job %s (%s): deleted", job_id, job.kind)

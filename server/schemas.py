@@ -148,6 +148,11 @@ class ArtifactOut(BaseModel):
     url: str = Field(description="Path of the file on this server.")
 
 
+class PreviewOut(BaseModel):
+    url: str = Field(description="GET it for the PNG; its ETag is ``version``.")
+    version: str = Field(description="Changes whenever a new image replaces the old one.")
+
+
 class JobOut(BaseModel):
     id: str = Field(description="32 hex characters.")
     kind: str
@@ -162,6 +167,11 @@ class JobOut(BaseModel):
     started_at: str | None
     finished_at: str | None
     artifacts: list[ArtifactOut] = Field(description="Finished files; listed only once the job succeeded.")
+    preview: PreviewOut | None = Field(
+        None,
+        description="The newest preview image (the engine's progress image while it runs, the finished "
+        "preview after); null when there is none yet.",
+    )
 
 
 class JobList(BaseModel):

@@ -34,6 +34,13 @@ MAX_ATTRIBUTES = 32
 """Most attribute overrides in one request."""
 
 
+PROGRESS_PREVIEW = "progress.png"
+"""Where an engine keeps the latest image of a job in progress: ``work_dir / PROGRESS_PREVIEW``,
+replaced whole (write a temporary file, then ``os.replace``). The server serves it at
+``GET /v1/jobs/{id}/preview`` while the job runs; a finished job's ``preview.png`` artifact takes
+its place."""
+
+
 class JobError(Exception):
     """A job failed for a reason a person can act on; the message says what to do."""
 

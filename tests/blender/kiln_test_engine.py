@@ -7,7 +7,8 @@ base-colour texture is a 16 x 16 PNG whose colour comes from the seed, or for a 
 (registered as ``photo_avatar=...:run_job``) the photo's mean colour, so a test can see the
 uploaded bytes arrived. A prompt holding
 ``__slow__`` reports progress for ``KILN_TEST_SLOW_S`` seconds first (default 30), so a test
-can kill the server mid-job; ``__fail__`` fails the job with a reason.
+can kill the server mid-job, and with ``KILN_TEST_PREVIEW_S`` set writes a new progress image
+that often; ``__fail__`` fails the job with a reason.
 
 A photo job, or a job with attribute overrides, also writes ``attributes.json`` in the shape the
 avatar and photo_avatar pipelines give it (the prompt read by the real prompt parser; the photo
@@ -88,9 +89,13 @@ def run_job(job: Any, work_dir: Path, reporter: Reporter, settings: Any = None) 
         raise JobError("the test engine was asked to fail; remove __fail__ from the prompt")
     if "__slow__" in prompt:
         total = float(os.environ.get("KILN_TEST_SLOW_S", "30"))
-        start = time.monotonic()
+        every = float(os.environ.get("KILN_TEST_PREVIEW_S", "0"))
+        start, shown = time.monotonic(), -1
         while (elapsed := time.monotonic() - start) < total:
             reporter("wait", 0.9 * elapsed / total, f"waiting {elapsed:.0f}/{total:.0f} s")
+            if every > 0 and int(elapsed / every) > shown:  # a new progress image, as text_to_3d does
+                shown = int(elapsed / every)
+                write_progress_preview(work_dir, shown)
             time.sleep(0.05)
     reporter("export", 0.95, "writing asset.glb")
     out = work_dir / "asset.glb"
@@ -101,6 +106,22 @@ def run_job(job: Any, work_dir: Path, reporter: Reporter, settings: Any = None) 
         artifacts["attributes.json"] = write_attributes(params, work_dir, bool(photo))
     reporter("done", 1.0, "finished")
     return artifacts
+
+
+def write_progress_preview(work_dir: Path, index: int, edge: int = 8) -> Path:
+    """``progress.png`` (``core.pipelines.jobs.PROGRESS_PREVIEW``), replaced whole: grey level
+    ``index * 40`` (mod 256) so a test can tell the images apart."""
+    from PIL import Image
+
+    from core.pipelines.jobs import PROGRESS_PREVIEW
+
+    buf = io.BytesIO()
+    Image.new("RGB", (edge, edge), ((index * 40) % 256,) * 3).save(buf, format="PNG")
+    path = work_dir / PROGRESS_PREVIEW
+    tmp = path.with_name(".progress.tmp")
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, path)
+    return path
 
 
 def write_attributes(params: dict[str, Any], work_dir: Path, photo: bool) -> Path:

@@ -86,6 +86,7 @@ def test_api_never_errors(fuzz_server: ServerProcess) -> None:
             "GET /v1/jobs",
             "GET /v1/jobs/{job_id}",
             "GET /v1/jobs/{job_id}/artifacts/{name}",
+            "GET /v1/jobs/{job_id}/preview",
             "GET /v1/jobs/{job_id}/events",
             "POST /v1/jobs",
             "POST /v1/jobs/photo",
