@@ -18,13 +18,14 @@ def register():
     global _registered, _cli_handle
     import bpy
 
-    from . import cli, properties, runtime
+    from . import cli, previews, properties, runtime
 
     classes = _classes()
     for cls in classes:
         bpy.utils.register_class(cls)
     _registered = classes
     properties.register_properties()
+    previews.register()
     for name, handler in runtime.HANDLERS:
         handlers = getattr(bpy.app.handlers, name)
         if handler not in handlers:
@@ -36,7 +37,7 @@ def unregister():
     global _registered, _cli_handle
     import bpy
 
-    from . import operators, properties, runtime
+    from . import operators, previews, properties, runtime
 
     if _cli_handle is not None:
         bpy.utils.unregister_cli_command(_cli_handle)
@@ -46,6 +47,7 @@ def unregister():
         if handler in handlers:
             handlers.remove(handler)
     runtime.shutdown()
+    previews.unregister()
     operators.unregister_runtime()
     properties.unregister_properties()
     for cls in reversed(_registered):

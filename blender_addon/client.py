@@ -267,10 +267,18 @@ class KilnClient:
 
     def download_artifact(self, job_id: str, name: str, dest: Path) -> Path:
         """Stream an artifact to ``dest``; the file appears only once complete (no half files)."""
-        dest = Path(dest)
+        path = f"/v1/jobs/{urllib.parse.quote(job_id)}/artifacts/{urllib.parse.quote(name)}"
+        return self._download(path, Path(dest), name)
+
+    def download_preview(self, job: Job, dest: Path) -> Path:
+        """The job's newest preview image (``job.preview_url``) to ``dest``, replaced whole."""
+        if not job.preview_url.startswith("/v1/jobs/"):
+            raise KilnError(f"job {job.id} has no preview image yet")
+        return self._download(job.preview_url, Path(dest), "the preview")
+
+    def _download(self, path: str, dest: Path, name: str) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = dest.with_name(dest.name + ".part")
-        path = f"/v1/jobs/{urllib.parse.quote(job_id)}/artifacts/{urllib.parse.quote(name)}"
         try:
             with self._open("GET", path, None, {"Accept": "*/*"}, self.download_timeout) as response:
                 expected = int(response.headers.get("Content-Length") or -1)
@@ -330,7 +338,7 @@ class KilnClient:
                 last = None  # the next answer is shown even if the job did not change meanwhile
                 job = None
             if job is not None:
-                key = (job.state, job.stage, job.progress, job.message)
+                key = (job.state, job.stage, job.progress, job.message, job.preview_version)
                 if key != last and on_update is not None:
                     on_update(job)
                 last = key

@@ -33,6 +33,8 @@ class JobUpdate:
     """True on the last update of the flow."""
     report: AttributeReport | None = None
     """How an avatar job read its request (its ``attributes.json``), when the job wrote one."""
+    preview: Path | None = None
+    """A new preview image of the job, downloaded (the progress image while it runs)."""
 
     @property
     def ok(self) -> bool:
@@ -112,11 +114,23 @@ def run_job_flow(
             return should_detach()
 
         seen = job
+        shown = [""]
+
+        def fetch_preview(j: Job) -> Path | None:
+            """The job's preview when a new one is out; a failed fetch only skips that image."""
+            if not j.preview_version or j.preview_version == shown[0]:
+                return None
+            try:
+                path = client.download_preview(j, Path(spec.out_dir) / f"{spec.file_stem}_preview.png")
+            except (KilnError, OSError):
+                return None
+            shown[0] = j.preview_version
+            return path
 
         def updated(j: Job) -> None:
             nonlocal seen
             seen = j
-            on_update(JobUpdate(job=j))
+            on_update(JobUpdate(job=j, preview=fetch_preview(j)))
 
         def trouble(sentence: str) -> None:
             # The job as last seen, its message saying why nothing moves (the panel shows it).
@@ -156,7 +170,7 @@ def run_job_flow(
             report = None
             if ATTRIBUTES_ARTIFACT in files:
                 report = AttributeReport.from_json(files[ATTRIBUTES_ARTIFACT].read_bytes())
-            final = JobUpdate(job=job, files=files, done=True, report=report)
+            final = JobUpdate(job=job, files=files, done=True, report=report, preview=fetch_preview(job))
     except (KilnError, ValueError, OSError) as ex:
         final = JobUpdate(job=job, error=str(ex), done=True)
     on_update(final)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import importer
+from . import importer, previews
 from .properties import MODE_TO_KIND
 from .protocol import ACTIVE_STATES, kind_info
 
@@ -55,6 +55,22 @@ def draw_made_with(layout, item, index: int, attributes: bool = True) -> None:
         layout.label(text=text, icon=icon)
 
 
+def last_job(settings):
+    return settings.jobs[-1] if len(settings.jobs) else None
+
+
+def draw_preview(layout, item, scale: float = 7.0) -> bool:
+    """The job's newest preview image (the forming object while it runs), with its progress line."""
+    icon_value = previews.icon_id(item) if item is not None else 0
+    if not icon_value:
+        return False
+    box = layout.box()
+    box.template_icon(icon_value=icon_value, scale=scale)
+    if item.state in ACTIVE_STATES:
+        box.label(text=f"{item.stage or item.state} {item.progress:.0%} {item.message}".strip())
+    return True
+
+
 class KILN_UL_jobs(bpy.types.UIList):
     def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index):
         row = layout.row(align=True)
@@ -64,7 +80,11 @@ class KILN_UL_jobs(bpy.types.UIList):
             row.label(text=label, icon="ERROR")
             row.label(text="lost" if item.state in ACTIVE_STATES else item.state)
         elif item.state in ACTIVE_STATES or item.state == "submitting":
-            row.label(text=label, icon="SORTTIME")
+            icon_value = previews.icon_id(item)
+            if icon_value:
+                row.label(text=label, icon_value=icon_value)
+            else:
+                row.label(text=label, icon="SORTTIME")
             text = f"{item.stage or item.state} {item.progress:.0%}"
             row.progress(factor=item.progress, type="BAR", text=text)
             op = row.operator("kiln.cancel", text="", icon="CANCEL", emboss=False)
@@ -131,6 +151,7 @@ class VIEW3D_PT_kiln(bpy.types.Panel):
         last = settings.jobs[-1] if len(settings.jobs) else None
         if last is not None and last.error:
             layout.label(text=last.error, icon="ERROR")
+        draw_preview(layout, last)
         # How the newest finished job was read: its seed (to make it again) and attributes.
         index, done = last_finished(settings)
         if done is not None:
@@ -163,6 +184,8 @@ class VIEW3D_PT_kiln_jobs(bpy.types.Panel):
             col.label(text=item.message)
         if item.error:
             col.label(text=item.error, icon="ERROR")
+        if item != last_job(settings):  # the main panel shows the newest job's preview
+            draw_preview(layout, item)
         # The main panel already shows the newest finished job's attributes.
         shown, _ = last_finished(settings)
         draw_made_with(layout.column(), item, settings.active_job_index, shown != settings.active_job_index)

@@ -66,6 +66,9 @@ class KILN_PG_job(bpy.types.PropertyGroup):
         default=True,
         description="Import a rigged avatar with its armature and expression shape keys; off: the bare mesh",
     )
+    preview_path: StringProperty(
+        name="Preview", subtype="FILE_PATH", description="The job's newest preview image, downloaded"
+    )
     attributes_path: StringProperty(name="Attributes", subtype="FILE_PATH", description="attributes.json")
     made_with: CollectionProperty(type=KILN_PG_used_attribute)
     notes: CollectionProperty(type=KILN_PG_note)

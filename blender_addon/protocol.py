@@ -215,6 +215,10 @@ class Job:
     error: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     artifacts: tuple[Artifact, ...] = ()
+    preview_url: str = ""
+    """The job's newest preview image (``GET`` it), "" while there is none or from older servers."""
+    preview_version: str = ""
+    """Changes whenever a new preview replaces the old one (its ETag)."""
 
     @property
     def is_terminal(self) -> bool:
@@ -250,6 +254,8 @@ class Job:
                 error=data.get("error"),
                 params=dict(data.get("params") or {}),
                 artifacts=tuple(Artifact.from_dict(a) for a in data.get("artifacts") or ()),
+                preview_url=str((data.get("preview") or {}).get("url") or ""),
+                preview_version=str((data.get("preview") or {}).get("version") or ""),
             )
         except (KeyError, TypeError, ValueError) as ex:
             raise ValueError(

@@ -174,6 +174,8 @@ def apply_update(context, scene, item, update: JobUpdate) -> bpy.types.Object | 
         item.message = job.message
         if job.seed is not None:
             item.seed = job.seed
+    if update.preview is not None:
+        item.preview_path = str(update.preview)
     if not update.done:
         return None
     if update.error:
@@ -293,7 +295,7 @@ def _redraw() -> None:
     wm = getattr(bpy.context, "window_manager", None)
     for window in getattr(wm, "windows", ()):
         for area in window.screen.areas:
-            if area.type in {"VIEW_3D", "PREFERENCES", "SEQUENCE_EDITOR"}:
+            if area.type in {"VIEW_3D", "PREFERENCES", "SEQUENCE_EDITOR", "STATUSBAR"}:
                 area.tag_redraw()
 
 

@@ -176,7 +176,14 @@ def test_avatar_from_prompt(kiln_server, tmp_path):
     data = run.data
     assert data["code"] == 0, run.stderr[-3000:]
     stem = "a_woman_with_a_red_bob_and_round_glasses"
-    assert data["files"] == [f"{stem}.glb", f"{stem}_attributes.json", f"{stem}_turntable.mp4", "kiln.blend"]
+    # The avatar's finished preview comes down too (the panel shows it; a batch keeps it as a thumbnail).
+    assert data["files"] == [
+        f"{stem}.glb",
+        f"{stem}_attributes.json",
+        f"{stem}_preview.png",
+        f"{stem}_turntable.mp4",
+        "kiln.blend",
+    ]
     [obj] = data["objects"]
     assert obj["name"] == "a woman with a red bob and round glasses"
     assert obj["props"]["kiln_kind"] == "avatar" and obj["props"]["kiln_seed"] == 3
