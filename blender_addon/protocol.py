@@ -54,6 +54,7 @@ REQUEST_FIELDS = frozenset(
         "seed",
         "preset",
         "attributes",
+        "base_attributes",
         "guidance_scale",
         "variation",
         "rig",
@@ -62,7 +63,9 @@ REQUEST_FIELDS = frozenset(
 )
 ANY_KIND = KindInfo(REQUEST_FIELDS)
 """A kind the add-on does not know (a server's ``--engine``): every field is sent."""
-_AVATAR_FIELDS = frozenset({"prompt", "seed", "attributes", "guidance_scale", "variation", "rig", "output"})
+_AVATAR_FIELDS = frozenset(
+    {"prompt", "seed", "attributes", "base_attributes", "guidance_scale", "variation", "rig", "output"}
+)
 KINDS: dict[str, KindInfo] = {
     "avatar": KindInfo(_AVATAR_FIELDS),
     "photo_avatar": KindInfo(_AVATAR_FIELDS, takes_photo=True),
@@ -135,6 +138,9 @@ class JobRequest:
     """Avatar kinds: how far the avatar strays from the mean look of its attributes, 0 (the
     mean) .. 1 (a full sample) .. 1.5; None keeps the model's default and is not sent, so
     servers that predate the setting accept the job."""
+    base_attributes: dict[str, str] = field(default_factory=dict)
+    """Avatar kinds: an earlier avatar's attributes to keep (a variant); the prompt and
+    ``attributes`` win over them. Sent only when set."""
     rig: bool | None = None
     """Avatar kinds: False asks for a bare mesh without armature, weights and shape keys; None
     (not sent) keeps the server's default, which rigs avatars. Objects from text are never rigged."""
@@ -178,6 +184,8 @@ class JobRequest:
             fields["variation"] = float(self.variation)
         if self.rig is not None:
             fields["rig"] = bool(self.rig)
+        if self.base_attributes:
+            fields["base_attributes"] = dict(self.base_attributes)
         info = kind_info(self.kind, server)
         return {"kind": self.kind, **{k: v for k, v in fields.items() if info.reads(k)}}
 

@@ -84,12 +84,15 @@ class JobParams(BaseModel):
     attributes: dict[Annotated[Text, Field(max_length=64)], Annotated[Text, Field(max_length=64)]] = _field(
         contract.JobParams, "attributes"
     )
+    base_attributes: dict[Annotated[Text, Field(max_length=64)], Annotated[Text, Field(max_length=64)]] = (
+        _field(contract.JobParams, "base_attributes")
+    )
     guidance_scale: float | None = _field(contract.JobParams, "guidance_scale")
     variation: float | None = _field(contract.JobParams, "variation")
     rig: StrictBool = _field(contract.JobParams, "rig")
     output: OutputOptions = Field(default_factory=OutputOptions)
 
-    @field_validator("attributes")
+    @field_validator("attributes", "base_attributes")
     @classmethod
     def _known_attributes(cls, attributes: dict[str, str]) -> dict[str, str]:
         vocab = _attribute_vocab()

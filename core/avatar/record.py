@@ -2,7 +2,7 @@
 
 Both avatar kinds write this one shape, through ``AvatarRecord.write``:
 
-- ``attributes``: the asked-for attributes; ``sources``: "photo", "prompt" or "request" for each;
+- ``attributes``: the asked-for attributes; ``sources``: "base", "photo", "prompt" or "request" for each;
   ``confidences``: the photo reading's confidence for those from the photo;
 - ``unspecified``: the attributes nobody asked for; ``drawn``: what the seed chose for them;
 - ``unknown_words``, ``conflicts``, ``notes``: the prompt parser's remarks;

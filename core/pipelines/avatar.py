@@ -31,6 +31,8 @@ class AvatarRequest:
         steps: DDIM steps.
         variation: how far each avatar strays from its attributes' mean, 0 .. 1.5 (None = the
             model's default).
+        base_attributes: an earlier avatar's attributes to keep (a variant); the photo, the
+            prompt and ``attributes`` win over them.
     """
 
     prompt: str = ""
@@ -40,6 +42,7 @@ class AvatarRequest:
     guidance_scale: float | None = None
     steps: int = 25
     variation: float | None = None
+    base_attributes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -98,7 +101,7 @@ def avatar(
     reporter = reporter or Reporter()
     # 1. Attributes.
     try:
-        resolved = resolve(request.prompt, request.attributes, photo_reading)
+        resolved = resolve(request.prompt, request.attributes, photo_reading, request.base_attributes)
     except AttributeValueError as e:
         raise JobError(str(e)) from e
     # 2. Model.
@@ -173,6 +176,7 @@ def generate_avatar_job(
         seed=int(params.seed or 0),
         guidance_scale=params.guidance_scale,
         variation=params.variation,
+        base_attributes=dict(params.base_attributes),
     )
     model = _load_model(settings.avatar_weights)
 
@@ -182,6 +186,7 @@ def generate_avatar_job(
     photo_json = photo_reading.to_json(MIN_CONFIDENCE) if photo_reading is not None else None
     key = json.dumps(
         [request.prompt, request.attributes, request.seed, request.guidance_scale, request.variation]
+        + ([request.base_attributes] if request.base_attributes else [])
         + ([photo_json["attributes"]] if photo_json else []),
         sort_keys=True,
     )

@@ -121,6 +121,14 @@ class JobParams:
         default_factory=dict,
         metadata=_spec("Avatar attribute overrides (GET /v1/info).", max_length=MAX_ATTRIBUTES),
     )
+    base_attributes: dict[str, str] = field(
+        default_factory=dict,
+        metadata=_spec(
+            "Avatar kinds: an earlier avatar's attributes to keep (a variant); the prompt, the photo "
+            "and attributes win over them.",
+            max_length=MAX_ATTRIBUTES,
+        ),
+    )
     guidance_scale: float | None = field(
         default=None,
         metadata=_spec("Classifier-free guidance; null = engine default.", gt=0, le=100, nullable=True),
@@ -251,7 +259,9 @@ class EngineSpec:
         }
 
 
-_AVATAR_FIELDS = frozenset({"prompt", "seed", "attributes", "guidance_scale", "variation", "rig", "output"})
+_AVATAR_FIELDS = frozenset(
+    {"prompt", "seed", "attributes", "base_attributes", "guidance_scale", "variation", "rig", "output"}
+)
 
 ENGINES: dict[str, EngineSpec] = {
     "avatar": EngineSpec("core.pipelines.avatar:run_avatar_job", _AVATAR_FIELDS),

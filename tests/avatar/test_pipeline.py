@@ -161,3 +161,30 @@ def test_batch_cli_says_how_to_recover_from_an_unwritable_folder(tmp_path, capsy
     blocked.write_text("not a folder")
     assert main(["--prompt", "a man", "--out", str(blocked / "batch")]) == 1
     assert "run the same command again" in capsys.readouterr().err
+
+
+def test_a_variant_keeps_every_attribute_but_the_one_it_changes():
+    from core.avatar.vocab.resolve import resolve as merge
+
+    # base < prompt < request.
+    r = merge(
+        "with a red cap", {"glasses": "round"}, base={"headwear": "none", "glasses": "none", "beard": "full"}
+    )
+    assert r.attributes["headwear"] == "cap" and r.sources["headwear"] == "prompt"
+    assert r.attributes["glasses"] == "round" and r.sources["glasses"] == "request"
+    assert r.attributes["beard"] == "full" and r.sources["beard"] == "base"
+    # The original: a prompt, the rest drawn by the seed.
+    first = avatar(AvatarRequest(prompt="an elderly man with a beard", seed=7, steps=5))
+    full = first.completed[0]
+    assert set(full) > set(first.attributes)  # the seed drew some
+    # Kept whole, the same seed gives the same avatar.
+    same = avatar(AvatarRequest(seed=7, steps=5, base_attributes=full))
+    assert torch.equal(same.planes, first.planes)
+    # One change from the prompt: only that attribute (and the hat's colour with it) differs.
+    variant = avatar(AvatarRequest(prompt="with a red cap", seed=7, steps=5, base_attributes=full))
+    changed = {k for k in full if variant.completed[0].get(k) != full[k]}
+    assert variant.completed[0]["headwear"] == "cap" and variant.completed[0]["headwear_color"] == "red"
+    assert changed <= {"headwear", "headwear_color"} and "headwear" in changed
+    assert not torch.equal(variant.planes, first.planes)
+    with pytest.raises(JobError, match="use one of"):
+        avatar(AvatarRequest(base_attributes={"hair_style": "mohawk"}))

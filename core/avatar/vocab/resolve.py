@@ -10,8 +10,10 @@ from core.avatar.vocab.attributes import ATTRIBUTE_NAMES, validate_partial
 if TYPE_CHECKING:
     from core.avatar.reading.readings import PhotoReading
 
-SOURCES = ("photo", "prompt", "request")
-"""Where an asked-for attribute came from, weakest first: later sources win."""
+SOURCES = ("base", "photo", "prompt", "request")
+"""Where an asked-for attribute came from, weakest first: later sources win. "base" is an earlier
+avatar's attributes kept by a variant (``base_attributes``): whatever the prompt, the photo or
+the request say differently wins over them."""
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,7 @@ class Resolved:
 
     Attributes:
         attributes: the asked-for attributes, in ``ATTRIBUTE_NAMES`` order.
-        sources: attribute -> "photo", "prompt" or "request".
+        sources: attribute -> "base", "photo", "prompt" or "request".
         confidences: attribute -> the photo reading's confidence, for attributes from the photo.
         unknown_words: prompt words the parser did not understand.
         conflicts: contradictions in the prompt and how they were resolved.
@@ -36,12 +38,15 @@ class Resolved:
 
 
 def resolve(
-    prompt: str, overrides: dict[str, str] | None = None, photo_reading: PhotoReading | None = None
+    prompt: str,
+    overrides: dict[str, str] | None = None,
+    photo_reading: PhotoReading | None = None,
+    base: dict[str, str] | None = None,
 ) -> Resolved:
-    """Merge the photo's confident readings < the prompt's words < explicit ``overrides``.
+    """Merge ``base`` < the photo's confident readings < the prompt's words < explicit ``overrides``.
 
-    The prompt's "...but with a red cap" overrides what the photo showed, and attributes the
-    request names explicitly override both.
+    The prompt's "...but with a red cap" overrides what the photo showed (or what the earlier
+    avatar in ``base`` had), and attributes the request names explicitly override all of them.
 
     Raises:
         core.avatar.vocab.attributes.AttributeValueError: an override outside the vocabulary.
@@ -49,11 +54,12 @@ def resolve(
     from core.avatar.vocab.prompt import parse_prompt
 
     explicit = validate_partial(dict(overrides or {}))
+    kept = validate_partial(dict(base or {}))
     parsed = parse_prompt(prompt or "")
     photo = photo_reading.attributes() if photo_reading is not None else {}
     merged: dict[str, str] = {}
     sources: dict[str, str] = {}
-    for source, values in zip(SOURCES, (photo, parsed.attributes, explicit), strict=True):
+    for source, values in zip(SOURCES, (kept, photo, parsed.attributes, explicit), strict=True):
         for name, value in values.items():
             merged[name], sources[name] = value, source
     ordered = [n for n in ATTRIBUTE_NAMES if n in merged]
