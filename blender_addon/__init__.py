@@ -9,9 +9,9 @@ _cli_handle = None
 
 
 def _classes() -> tuple:
-    from . import operators, panels, preferences, properties
+    from . import editing, operators, panels, preferences, properties
 
-    return (*preferences.classes, *properties.classes, *operators.classes, *panels.classes)
+    return (*preferences.classes, *properties.classes, *operators.classes, *editing.classes, *panels.classes)
 
 
 def register():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import bpy
 
-from . import importer, previews
-from .properties import MODE_TO_KIND
+from . import editing, importer, previews
+from .properties import MODE_TO_KIND, vocabulary
 from .protocol import ACTIVE_STATES, kind_info
 
 
@@ -50,7 +50,10 @@ def draw_made_with(layout, item, index: int, attributes: bool = True) -> None:
         col = layout.column(align=True)
         col.label(text="Made with:")
         for entry in item.made_with:
-            col.label(text=attribute_text(entry), icon="DOT" if entry.used else "QUESTION")
+            row = col.row(align=True)
+            row.label(text=attribute_text(entry), icon="DOT" if entry.used else "QUESTION")
+            op = row.operator("kiln.pin_attribute", text="", icon="PINNED", emboss=False)
+            op.key, op.value = entry.key, entry.value
     for text, icon in note_lines(item):
         layout.label(text=text, icon=icon)
 
@@ -133,21 +136,25 @@ class VIEW3D_PT_kiln(bpy.types.Panel):
             sub = row.row()
             sub.enabled = settings.use_variation
             sub.prop(settings, "variation", text="", slider=True)
-            box = layout.box()
-            header = box.row()
-            header.label(text="Attribute Overrides")
-            header.operator("kiln.attribute_add", text="", icon="ADD", emboss=False)
-            for index, attribute in enumerate(settings.attributes):
-                row = box.row(align=True)
-                row.prop(attribute, "key", text="")
-                row.prop(attribute, "value", text="")
-                op = row.operator("kiln.attribute_remove", text="", icon="X", emboss=False)
-                op.index = index
+            editing.draw_attribute_dropdowns(layout, settings)
+            # Free-text overrides: for a server whose vocabulary is not loaded, or values it adds.
+            if len(settings.attributes) or not vocabulary(settings):
+                box = layout.box()
+                header = box.row()
+                header.label(text="Attribute Overrides")
+                header.operator("kiln.attribute_add", text="", icon="ADD", emboss=False)
+                for index, attribute in enumerate(settings.attributes):
+                    row = box.row(align=True)
+                    row.prop(attribute, "key", text="")
+                    row.prop(attribute, "value", text="")
+                    op = row.operator("kiln.attribute_remove", text="", icon="X", emboss=False)
+                    op.index = index
         col = layout.column()
         col.prop(settings, "custom_kind")
         col.prop(settings, "auto_import")
         col.prop(settings, "turntable_after_generate")
         layout.operator("kiln.generate", icon="PLAY")
+        editing.draw_variant(layout, context)
         last = settings.jobs[-1] if len(settings.jobs) else None
         if last is not None and last.error:
             layout.label(text=last.error, icon="ERROR")

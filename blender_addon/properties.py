@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import bpy
 from bpy.props import (
     BoolProperty,
@@ -23,6 +25,71 @@ class KILN_PG_attribute(bpy.types.PropertyGroup):
 
     key: StringProperty(name="Attribute", description="Attribute name, e.g. hair_style")
     value: StringProperty(name="Value", description="Attribute value, e.g. bob")
+
+
+FROM_PROMPT = "__prompt__"
+"""The value of an attribute dropdown that pins nothing: the prompt, the photo or the seed decide."""
+_ITEMS: dict[tuple[str, tuple[str, ...]], list] = {}
+"""Enum items per (attribute, values), kept alive: Blender does not copy dynamic enum strings."""
+
+
+def vocabulary(settings) -> dict[str, tuple[str, ...]]:
+    """The server's attribute vocabulary as last fetched (``Refresh Attributes``), {} before."""
+    try:
+        data = json.loads(settings.vocab_json or "{}")
+    except ValueError:
+        return {}
+    return {str(k): tuple(str(v) for v in vs) for k, vs in data.items() if isinstance(vs, list)}
+
+
+def _pin_items(self, context):
+    settings = self.id_data.kiln
+    values = vocabulary(settings).get(self.key, ())
+    if self.key and self.value_cache and self.value_cache not in values:
+        values = (*values, self.value_cache)  # a value this server no longer lists stays visible
+    key = (self.key, values)
+    if key not in _ITEMS:
+        items = [(FROM_PROMPT, "From Prompt", "Not pinned: the prompt, the photo or the seed decide")]
+        items += [(v, v.replace("_", " ").title(), f"Pin {self.key} to {v}") for v in values]
+        _ITEMS[key] = items
+    return _ITEMS[key]
+
+
+def _pin_changed(self, context):
+    self.value_cache = "" if self.value == FROM_PROMPT else self.value
+
+
+class KILN_PG_pin(bpy.types.PropertyGroup):
+    """One avatar attribute as a dropdown of the server's vocabulary: from the prompt, or pinned."""
+
+    key: StringProperty(name="Attribute")
+    value: EnumProperty(name="Value", items=_pin_items, update=_pin_changed)
+    value_cache: StringProperty(
+        name="Pinned", description="The pinned value as text (kept when the vocabulary is refreshed)"
+    )
+
+    @property
+    def pinned(self) -> str:
+        """The pinned value, "" when the attribute is left to the prompt."""
+        return self.value_cache
+
+
+NO_CHANGE = "__none__"
+
+
+def _variant_attribute_items(self, context):
+    names = tuple(vocabulary(self))
+    key = ("__names__", names)
+    if key not in _ITEMS:
+        _ITEMS[key] = [(NO_CHANGE, "Nothing", "Change no attribute (only the prompt)")]
+        _ITEMS[key] += [(n, n.replace("_", " ").title(), f"Change {n}") for n in names]
+    return _ITEMS[key]
+
+
+def _variant_attribute_changed(self, context):
+    self.variant_pin.key = "" if self.variant_attribute == NO_CHANGE else self.variant_attribute
+    self.variant_pin.value = FROM_PROMPT
+    self.variant_pin.value_cache = ""
 
 
 class KILN_PG_used_attribute(bpy.types.PropertyGroup):
@@ -66,6 +133,7 @@ class KILN_PG_job(bpy.types.PropertyGroup):
         default=True,
         description="Import a rigged avatar with its armature and expression shape keys; off: the bare mesh",
     )
+    variant_of: StringProperty(name="Variant Of", description="The avatar this job remakes with one change")
     preview_path: StringProperty(
         name="Preview", subtype="FILE_PATH", description="The job's newest preview image, downloaded"
     )
@@ -125,6 +193,17 @@ class KILN_PG_settings(bpy.types.PropertyGroup):
         default="draft",
     )
     attributes: CollectionProperty(type=KILN_PG_attribute)
+    pins: CollectionProperty(type=KILN_PG_pin)
+    variant_attribute: EnumProperty(
+        name="Change", items=_variant_attribute_items, update=_variant_attribute_changed
+    )
+    variant_pin: PointerProperty(type=KILN_PG_pin)
+    variant_prompt: StringProperty(
+        name="Change", description="What to change in the selected avatar, e.g. 'with a red cap'"
+    )
+    vocab_json: StringProperty(
+        name="Vocabulary", description="The server's avatar attributes and values (GET /v1/info), as JSON"
+    )
     photo_path: StringProperty(
         name="Photo", description="A photo of one face (PNG/JPEG/WebP)", subtype="FILE_PATH"
     )
@@ -176,6 +255,7 @@ class KILN_PG_settings(bpy.types.PropertyGroup):
         seed = None if self.use_random_seed else min(self.seed, SEED_MAX)
         kind = self.custom_kind.strip() or MODE_TO_KIND[self.mode]
         attributes = {a.key.strip(): a.value.strip() for a in self.attributes if a.key.strip()}
+        attributes.update({p.key: p.pinned for p in self.pins if p.pinned})  # the dropdowns win
         reads = kind_info(kind).reads
         request = JobRequest(
             kind=kind,
@@ -196,7 +276,14 @@ class KILN_PG_settings(bpy.types.PropertyGroup):
         return request
 
 
-classes = (KILN_PG_attribute, KILN_PG_used_attribute, KILN_PG_note, KILN_PG_job, KILN_PG_settings)
+classes = (
+    KILN_PG_attribute,
+    KILN_PG_pin,
+    KILN_PG_used_attribute,
+    KILN_PG_note,
+    KILN_PG_job,
+    KILN_PG_settings,
+)
 
 
 def register_properties() -> None:

@@ -151,7 +151,11 @@ class JobRequest:
         # here; an unknown kind gets the server's 422 naming the kinds it runs.
         if not self.kind.replace("_", "").isalnum():
             raise ValueError(f"job kind {self.kind!r} is not a kind name; use one of {', '.join(JOB_KINDS)}")
-        if not kind_info(self.kind).takes_photo and not self.prompt.strip():
+        # An avatar from attributes alone (pinned dropdowns, a variant) needs no words.
+        described = self.prompt.strip() or (
+            not kind_info(self.kind).needs_prompt and (self.attributes or self.base_attributes)
+        )
+        if not kind_info(self.kind).takes_photo and not described:
             raise ValueError("the prompt is empty; describe what to generate")
         if len(self.prompt) > PROMPT_MAX_CHARS or len(self.negative_prompt) > PROMPT_MAX_CHARS:
             raise ValueError(f"the prompt is longer than {PROMPT_MAX_CHARS} characters; shorten it")

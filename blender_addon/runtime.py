@@ -199,12 +199,26 @@ def import_job_result(context, scene, item) -> bpy.types.Object | None:
     if not item.glb_path or not path.is_file():
         item.error = "the job has no downloaded GLB yet; wait for it to finish"
         raise KilnError(item.error)
+    original = bpy.data.objects.get(item.variant_of) if item.variant_of else None
+    props = provenance(item)
+    location = None
+    if original is not None:  # a variant stands beside its original
+        from .turntable import world_bounds
+
+        _, radius = world_bounds(original)
+        base = original.matrix_world.translation
+        location = (base[0] + 2.4 * radius, base[1], base[2])
+        props["variant_of"] = original.name
     try:
-        obj = importer.import_glb(context, path, item.prompt, provenance(item), scene=scene, rig=item.rig)
+        obj = importer.import_glb(
+            context, path, item.prompt, props, scene=scene, rig=item.rig, location=location
+        )
     except (OSError, ValueError, RuntimeError) as ex:
         item.error = f"import failed: {ex}"
         raise KilnError(item.error) from ex
     item.object_name = obj.name
+    if original is not None:
+        original["kiln_variants"] = [*original.get("kiln_variants", []), obj.name]
     return obj
 
 

@@ -88,6 +88,15 @@ def test_draw_code_names_only_real_properties_and_operators(tmp_path):
                 "unknown_words": ["zorble", "blip"],
                 "conflicts": ["hair_color: 'red' and 'blue' both mentioned; using 'blue'"]}))
             s.active_job_index = 0  # a running job selected: the finished one shows in the main panel
+            # The server's vocabulary as dropdowns, and an imported avatar selected (Variant).
+            from blender_addon import editing
+            editing.sync_vocabulary(s, {"glasses": ("none", "round"), "hair_color": ("black", "red")})
+            avatar = bpy.data.objects.new("an avatar", None)
+            ctx.scene.collection.objects.link(avatar)
+            avatar["kiln_job_id"], avatar["kiln_kind"], avatar["kiln_seed"] = "0" * 32, "avatar", 3
+            avatar["kiln_attributes"] = {"glasses": "none", "hair_color": "black"}
+            ctx.view_layer.objects.active = avatar
+            s.variant_attribute = "hair_color"
             for mode in ("OBJECT", "AVATAR", "PHOTO"):
                 s.mode = seen["mode"] = mode
                 for panel in ("VIEW3D_PT_kiln", "VIEW3D_PT_kiln_jobs", "VIEW3D_PT_kiln_turntable"):
@@ -118,9 +127,13 @@ def test_draw_code_names_only_real_properties_and_operators(tmp_path):
         "kiln.import_result",
         "kiln.import_video",
         "kiln.job_remove",
+        "kiln.pin_attribute",
+        "kiln.refresh_attributes",
         "kiln.render_turntable",
         "kiln.resume_jobs",
+        "kiln.unpin_attributes",
         "kiln.use_seed",
+        "kiln.variant",
     ]
     # Every setting of the issue is on the panel.
     for name in (
