@@ -5,6 +5,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.kiln-installed
 NODE_STAMP := node_modules/.kiln-installed
 OUT    ?= out/demo
+# Blender 5.2 LTS (bpy 5.2.3) is a Python 3.13 wheel: tests/blender also runs on it, in its own venv.
+PYTHON313 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13 /usr/local/bin/python3.13 /usr/bin/python3.13))
+BPY52  := .venv-bpy52
+BPY52_STAMP := $(BPY52)/.kiln-installed
 
 .PHONY: setup demo test lint format extension bench clean
 
@@ -16,6 +20,12 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
+$(BPY52_STAMP): requirements-bpy52.txt
+	@test -n "$(PYTHON313)" || { echo "make: Blender 5.2's bpy needs Python 3.13; install it (pyenv install 3.13) or pass PYTHON313=/path/to/python3.13"; exit 1; }
+	test -x $(BPY52)/bin/python || $(PYTHON313) -m venv $(BPY52)
+	$(BPY52)/bin/pip install -q --disable-pip-version-check -r requirements-bpy52.txt
+	touch $@
+
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
@@ -23,8 +33,10 @@ $(NODE_STAMP): package.json package-lock.json
 demo: setup
 	$(PY) tools/demo.py --out $(OUT)
 
-test: setup lint
+test: setup lint $(BPY52_STAMP)
 	$(PY) -m pytest
+	@echo "== tests/blender again on Blender 5.2 ($(BPY52)) =="
+	KILN_TEST_BPY_PYTHON=$(abspath $(BPY52))/bin/python $(PY) -m pytest tests/blender -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -46,4 +58,4 @@ bench: setup
 	$(PY) -m bench.addon_turntable
 
 clean:
-	rm -rf $(VENV) node_modules dist out .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(BPY52) node_modules dist out .pytest_cache .ruff_cache

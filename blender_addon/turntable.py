@@ -1,7 +1,7 @@
 """Turntable video of one object: a camera orbiting it in its own scene, MP4 out, back into the VSE.
 
 The rig lives in a separate scene ("Kiln Turntable") that links the object, so the artist's scene
-keeps its camera, lights, world and render settings. Works on Blender 4.2 to 5.0: the video
+keeps its camera, lights, world and render settings. Works on Blender 4.2 to 5.2: the video
 output sets ``media_type`` first where it exists (5.0), the VSE uses ``strips`` where it exists
 (``sequences`` before 4.4), and keyframes are read through the action's slot (slotted actions).
 """
