@@ -42,9 +42,11 @@ class Thresholds:
     """Hair wider than this beside the cheeks at ear height reads as bob (or curls)."""
     hair_bob_jaw_w: float = 0.03
     """Hair wider than this outside the jaw reads as bob."""
-    beard_de: float = 12.0
-    """Chin or jaw regions at least this far from the cheek skin hold facial hair."""
-    beard_full_t: float = 0.6
+    beard_de: float = 30.0
+    """Chin or jaw regions at least this far from the cheek skin hold facial hair. Recalibrated on
+    engine v2 (``python -m bench.photo_calibrate``): held-out beard accuracy 0.64 -> 0.89, majority
+    chance 0.74; engine v2's shaded lower face sits 12-30 away from the cheek without any hair."""
+    beard_full_t: float = 0.5
     """Facial hair at least this far along the skin -> hair colour line is a full beard, else stubble."""
     moustache_band: float = 0.7
     """Fraction of the most hair-coloured row between nose and mouth from which a moustache is read."""
