@@ -58,6 +58,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch CPU threads per job (default: one per core; 1 is best on a CPU shared with other work)",
     )
     p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes, one job each at a time (default: one per visible CUDA GPU, 1 on CPU)",
+    )
+    p.add_argument(
+        "--gpus",
+        default=None,
+        help="CUDA devices to use, one worker pinned to each, e.g. 0,1,3 (default: all visible)",
+    )
+    p.add_argument(
+        "--ray",
+        default=None,
+        metavar="auto|ADDRESS",
+        help="run jobs on a Ray cluster: 'auto' or its address host:port (default: local workers)",
+    )
+    p.add_argument(
+        "--ray-data-dir",
+        type=Path,
+        default=None,
+        help="where Ray nodes mount the data folder (default: the same path as --data-dir)",
+    )
+    p.add_argument("--ray-cpus-per-job", type=float, default=1.0, help="CPUs a Ray job asks for (default 1)")
+    p.add_argument(
+        "--ray-gpus-per-job",
+        type=float,
+        default=None,
+        help="GPUs a Ray job asks for (default: 1 on a cluster with GPUs, else 0)",
+    )
+    p.add_argument(
         "--cancel-grace", type=float, default=10.0, help="seconds before a cancelled job is killed"
     )
     p.add_argument(
@@ -128,6 +158,14 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
             max_connections=args.max_connections,
             max_unauthenticated=args.max_unauthenticated,
             log_level=args.log_level,
+            workers=args.workers,
+            gpus=tuple(g.strip() for g in args.gpus.split(",") if g.strip())
+            if args.gpus is not None
+            else None,
+            ray=args.ray,
+            ray_data_dir=args.ray_data_dir,
+            ray_cpus_per_job=args.ray_cpus_per_job,
+            ray_gpus_per_job=args.ray_gpus_per_job,
         )
         config.check()
     except ValueError as exc:

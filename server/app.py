@@ -294,6 +294,8 @@ def create_app(config: ServerConfig, store: JobStore | None = None) -> FastAPI:
             "queue_length": store.count("queued"),
             "running": supervisor.current_job,
             "worker_pid": supervisor.worker_pid,
+            "workers": supervisor.workers_info(),
+            "backend": dict(supervisor.backend),
             "attributes": {name: list(values) for name, values in vocab.items()},
             "presets": list(PRESETS),
             "limits": {

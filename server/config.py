@@ -123,9 +123,25 @@ class ServerConfig:
     """Largest accepted JSON request body."""
     log_level: str = "info"
     """Python logging level name for the server log."""
+    workers: int | None = None
+    """Local worker processes (``--workers``); None = one per visible CUDA device, or one on a
+    CPU-only machine. With ``ray``: jobs run on the cluster at once (None = its GPUs, else CPUs)."""
+    gpus: tuple[str, ...] | None = None
+    """CUDA device ids, one worker each (``--gpus 0,1,3``); each worker sees only its own."""
+    ray: str | None = None
+    """Run jobs on a Ray cluster: ``auto`` (the one this machine belongs to) or its address
+    (``host:port``); None = local workers (and ray is never imported)."""
+    ray_data_dir: Path | None = None
+    """Where Ray nodes see the data folder (a shared mount); None = the same path as ``data_dir``."""
+    ray_cpus_per_job: float = 1.0
+    """CPUs each Ray job asks for."""
+    ray_gpus_per_job: float | None = None
+    """GPUs each Ray job asks for; None = 1 on a cluster with GPUs, else 0."""
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser()
+        if self.ray_data_dir is not None:
+            self.ray_data_dir = Path(self.ray_data_dir).expanduser()
 
     def check(self) -> None:
         """Raise ValueError with what to do when the settings are unsafe or invalid."""
@@ -146,5 +162,21 @@ class ServerConfig:
             raise ValueError("the header and body timeouts must be positive seconds")
         if self.max_connections < 1 or self.max_unauthenticated < 1:
             raise ValueError("--max-connections and --max-unauthenticated must be 1 or more")
+        if self.workers is not None and not 1 <= self.workers <= 256:
+            raise ValueError(f"--workers must be 1 to 256, got {self.workers}")
+        if self.gpus is not None:
+            if not self.gpus or not all(g.isdigit() for g in self.gpus):
+                raise ValueError(f"--gpus takes CUDA device numbers, e.g. 0,1,3; got {','.join(self.gpus)!r}")
+            if self.workers is not None:
+                raise ValueError("pass --workers or --gpus, not both: --gpus starts one worker per GPU")
+        if self.ray is not None:
+            if not self.ray.strip():
+                raise ValueError("--ray takes 'auto' or the cluster's address, e.g. 10.0.0.5:6379")
+            if self.gpus is not None:
+                raise ValueError("--gpus is for local workers; on Ray each job asks the cluster for a GPU")
+            if self.ray_cpus_per_job <= 0 or (
+                self.ray_gpus_per_job is not None and self.ray_gpus_per_job < 0
+            ):
+                raise ValueError("--ray-cpus-per-job must be positive and --ray-gpus-per-job 0 or more")
         if self.worker_threads is not None and not 1 <= self.worker_threads <= 1024:
             raise ValueError(f"--worker-threads must be 1 or more, got {self.worker_threads}")

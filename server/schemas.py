@@ -201,6 +201,17 @@ class Info(BaseModel):
     running: str | None = Field(description="Id of the job running now, if any.")
     worker_pid: int | None = Field(description="Process id of the worker, for operators.")
     worker_threads: int | None = Field(None, description="torch CPU threads the worker runs jobs with.")
+    workers: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Every worker: index, backend (local or ray), device (e.g. cuda:1, cpu), gpu (the "
+        "GPU it is pinned to), cuda_visible_devices (as the worker itself reports it), pid, node (Ray), "
+        "running (the job it runs, else null), jobs_run.",
+    )
+    backend: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Where jobs run: kind (local or ray), address, status (up, down, starting), and "
+        "message (why it is down and what to do, else null).",
+    )
     attributes: dict[str, list[str]]
     presets: list[str]
     limits: dict[str, int] = Field(description="Upload and prompt limits.")

@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     peak_progress REAL NOT NULL DEFAULT 0,
     peak_at_start REAL NOT NULL DEFAULT 0,
     stalls INTEGER NOT NULL DEFAULT 0,
+    crashes INTEGER NOT NULL DEFAULT 0,
     created_at TEXT NOT NULL,
     started_at TEXT,
     finished_at TEXT
@@ -51,6 +52,7 @@ _ADDED_COLUMNS = {
     "peak_progress": "REAL NOT NULL DEFAULT 0",
     "peak_at_start": "REAL NOT NULL DEFAULT 0",
     "stalls": "INTEGER NOT NULL DEFAULT 0",
+    "crashes": "INTEGER NOT NULL DEFAULT 0",
 }
 """Columns newer than the first schema, added to older databases when they are opened."""
 
@@ -307,30 +309,58 @@ class JobStore:
         return [(self.get(j.id) or j, what) for j, what in outcomes]
 
     def claim_next(self) -> JobRecord | None:
-        """Move the next job to running and return it.
+        """Move the next job to running and return it; None when there is none.
 
         Jobs left running by an earlier server (another owner mark) come first, then
-        queued jobs in submission order.
+        queued jobs in submission order. One ``BEGIN IMMEDIATE`` transaction holds SQLite's
+        write lock from the look to the change, and the change is guarded by the state it
+        read, so any number of workers (threads here, or processes on the same file) claim
+        each job once.
         """
         with self._transaction() as conn:
             row = conn.execute(
-                "SELECT id FROM jobs WHERE state = ? AND cancel_requested = 0 AND owner != ? "
+                "SELECT id, state FROM jobs WHERE state = ? AND cancel_requested = 0 AND owner != ? "
                 "ORDER BY seq LIMIT 1",
                 (RUNNING, self.owner),
             ).fetchone()
             if row is None:
                 row = conn.execute(
-                    "SELECT id FROM jobs WHERE state = ? ORDER BY seq LIMIT 1", (QUEUED,)
+                    "SELECT id, state FROM jobs WHERE state = ? ORDER BY seq LIMIT 1", (QUEUED,)
                 ).fetchone()
             if row is None:
                 return None
-            conn.execute(
+            claimed = conn.execute(
                 "UPDATE jobs SET state = ?, attempts = attempts + 1, started_at = COALESCE(started_at, ?), "
                 "eta_seconds = NULL, message = CASE WHEN state = ? THEN message ELSE 'starting' END, "
-                "owner = ?, peak_at_start = peak_progress, version = version + 1 WHERE id = ?",
-                (RUNNING, utc_now(), RUNNING, self.owner, row["id"]),
-            )
+                "owner = ?, peak_at_start = peak_progress, version = version + 1 "
+                "WHERE id = ? AND state = ? AND NOT (state = 'running' AND owner = ?)",
+                (RUNNING, utc_now(), RUNNING, self.owner, row["id"], row["state"], self.owner),
+            ).rowcount
+            if claimed != 1:  # cannot happen under the write lock; never hand out a job twice
+                return None
         return self.get(row["id"])
+
+    def requeue_lost(self, job_id: str, message: str, max_crashes: int, need_progress: bool) -> bool:
+        """Put a running job whose worker died back in the queue, to resume from its checkpoints.
+
+        Counted in ``crashes``: a job is requeued at most ``max_crashes`` times (it may be what kills
+        its worker). With ``need_progress`` it must also have got further since it started this
+        attempt (a job that kills its worker before any progress is failed instead, as before).
+        ``max_crashes`` < 0: not the job's fault (the backend went away), requeued without counting.
+        Returns False when it was not requeued (the caller fails it).
+        """
+        counted = 0 if max_crashes < 0 else 1
+        limit = 1 << 30 if max_crashes < 0 else max_crashes
+        moved = "peak_progress > peak_at_start" if need_progress else "1"
+        return (
+            self._write(
+                "UPDATE jobs SET state = ?, message = ?, owner = '', eta_seconds = NULL, "
+                f"crashes = crashes + ?, version = version + 1 WHERE id = ? AND state = ? AND crashes < ? "
+                f"AND cancel_requested = 0 AND {moved}",
+                (QUEUED, message, counted, job_id, RUNNING, limit),
+            )
+            == 1
+        )
 
     def update_progress(
         self, job_id: str, stage: str, progress: float, message: str, eta_seconds: float | None
@@ -390,7 +420,7 @@ class JobStore:
         """
         changed = self._write(
             "UPDATE jobs SET state = ?, message = 'queued again (resume)', error = NULL, "
-            "finished_at = NULL, eta_seconds = NULL, cancel_requested = 0, stalls = 0, owner = '', "
+            "finished_at = NULL, eta_seconds = NULL, cancel_requested = 0, stalls = 0, crashes = 0, owner = '', "
             "version = version + 1 WHERE id = ? AND state IN (?, ?)",
             (QUEUED, job_id, FAILED, CANCELLED),
         )

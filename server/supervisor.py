@@ -1,8 +1,11 @@
-"""The supervisor: a thread in the server process that feeds jobs to the worker process one at a time.
+"""The supervisor: the worker pool of the server process, one lane per worker.
 
-It owns the worker's life: starts it (spawn), restarts it after a crash, kills it when a
-cancelled job does not stop in time. Every job transition is committed to the store
-first, then announced (``publish``) and logged as one line.
+Each lane is a thread that claims the next job from the store (one atomic transaction, so no job
+runs twice) and feeds it to its own worker process: a local worker pinned to one GPU
+(``CUDA_VISIBLE_DEVICES``), or, with ``--ray``, a bridge process that runs it on a Ray actor.
+A lane owns its worker's life: starts it (spawn), restarts it after a crash with a back-off,
+kills it when a cancelled job does not stop in time. Every job transition is committed to the
+store first, then announced (``publish``) and logged as one line.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 from core.pipelines.jobs import EngineSettings
 from server.config import ServerConfig
+from server.devices import plan_workers
 from server.disk import RESERVE_BYTES, Reserve, below_floor_reason, disk_full_reason, free_mb, is_disk_full
 from server.store import CANCELLED, FAILED, RUNNING, SUCCEEDED, Artifact, JobRecord, JobStore
 from server.worker import INTERRUPTED_EXIT, worker_main
@@ -36,6 +40,10 @@ DISK_RETRY_S = 2.0
 """How often a supervisor held up by a full disk looks again."""
 WORKER_ENV_HIDDEN = ("KILN_TOKEN",)
 """Environment variables the worker must not inherit: engines never need the API's secret."""
+RAY_PROBE_TIMEOUT_S = 60.0
+"""How long the server waits at start for the Ray cluster to say how many jobs it can run."""
+RAY_RETRY_MAX_S = 10.0
+"""Longest wait between reconnections to a Ray cluster that is down."""
 
 
 def job_dir(data_dir: Path, job_id: str) -> Path:
@@ -62,6 +70,21 @@ def engine_settings(config: ServerConfig) -> EngineSettings:
         avatar_weights=config.avatar_weights,
         threads=config.worker_threads,
     )
+
+
+def ray_options(config: ServerConfig) -> dict[str, Any]:
+    """What a Ray bridge needs: the cluster, how much each job asks for, where nodes see the data,
+    and the environment its actors get (the repo on PYTHONPATH, KILN_* settings but the token)."""
+    repo = str(Path(__file__).resolve().parents[1])
+    pythonpath = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH", "")) if p)
+    env = {k: v for k, v in os.environ.items() if k.startswith("KILN_") and k not in WORKER_ENV_HIDDEN}
+    return {
+        "address": config.ray,
+        "data_dir": str(config.ray_data_dir or config.data_dir),
+        "cpus_per_job": config.ray_cpus_per_job,
+        "gpus_per_job": config.ray_gpus_per_job,
+        "env_vars": {**env, "PYTHONPATH": pythonpath},
+    }
 
 
 def collect_artifacts(result: dict[str, str], work_dir: Path) -> list[Artifact]:
@@ -102,25 +125,24 @@ def crash_reason(exitcode: int | None, stage: str) -> str:
 
 
 class Supervisor:
-    """Runs queued jobs in a worker process, one at a time, and records every transition."""
+    """The worker pool: one lane (a thread and its worker process) per GPU, or per Ray slot.
+
+    The job store is the one source of truth: each lane claims its next job in one atomic store
+    transaction (``JobStore.claim_next``), so no job runs twice. What the lanes share lives here:
+    crash recovery of an earlier run, the disk state, cancel requests and the backend's state.
+    """
 
     def __init__(self, store: JobStore, config: ServerConfig, publish: Callable[[str], None]) -> None:
         self.store = store
         self.config = config
         self.publish = publish
         self.device: dict[str, Any] = {"device": "starting", "device_name": "", "device_warning": None}
-        self.current_job: str | None = None
         self._ctx = multiprocessing.get_context("spawn")
-        self._cancel_event = self._ctx.Event()
-        self._proc: Any = None
-        self._conn: Any = None
-        self._wake = threading.Event()
         self._stop = threading.Event()
         self._cancels: set[str] = set()
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._spawned_at = 0.0
-        self._quick_deaths = 0
+        self._recover_lock = threading.Lock()
+        self.lanes: list[Lane] = []
         self.reserve = Reserve(config.data_dir, config.min_free_mb)
         self.store_problem: str | None = None
         """Why the job store cannot be written now (a full disk at start-up or later); None when fine.
@@ -129,21 +151,72 @@ class Supervisor:
         """Why queued jobs wait: free space is under the floor (``--min-free-mb``)."""
         self._recovered = False
         self._reserve_checked = 0.0
+        self.backend: dict[str, Any] = (
+            {"kind": "ray", "address": config.ray, "status": "starting", "message": "connecting to Ray"}
+            if config.ray
+            else {"kind": "local", "address": None, "status": "up", "message": None}
+        )
+        """Where jobs run: ``local`` worker processes, or a Ray cluster (``status`` up/down/starting,
+        ``message`` says why it is down and what to do)."""
 
     # -- control (any thread) ------------------------------------------------------------------
 
     def start(self) -> None:
-        """Settle jobs left by a previous run, start the worker and the supervising thread.
+        """Settle jobs left by a previous run, then start every lane.
 
         On a full disk recovery may fail: the server then starts degraded (reads only,
-        ``store_problem`` says why) and the supervising thread retries until space is back.
+        ``store_problem`` says why) and the lanes retry until space is back.
         """
         for name in WORKER_ENV_HIDDEN:
-            os.environ.pop(name, None)  # the worker is spawned with this process's environment
-        self._try_recover()
-        self._spawn_worker()
-        self._thread = threading.Thread(target=self._loop, name="kiln-supervisor", daemon=True)
-        self._thread.start()
+            os.environ.pop(name, None)  # workers are spawned with this process's environment
+        self.ensure_recovered()
+        if self.config.ray:
+            slots = self.config.workers or self._probe_ray_slots()
+            self.lanes = [Lane(self, i, None, ray=True) for i in range(slots)]
+            log.info("Ray backend %s: %d job slots", self.config.ray, slots)
+        else:
+            gpus = plan_workers(self.config.workers, self.config.gpus)
+            self.lanes = [Lane(self, i, gpu) for i, gpu in enumerate(gpus)]
+            where = ", ".join(f"GPU {g}" for g in gpus if g is not None) or "the CPU"
+            log.info("%d local worker%s on %s", len(gpus), "s" if len(gpus) > 1 else "", where)
+        for lane in self.lanes:
+            lane.start()
+
+    def _probe_ray_slots(self) -> int:
+        """Job slots of the Ray cluster (its GPUs, else CPUs per --ray-cpus-per-job), asked in a
+        short-lived process so this one never imports ray; 1 when the cluster does not answer."""
+        from server.ray_bridge import probe_main
+
+        parent, child = self._ctx.Pipe()
+        proc = self._ctx.Process(target=probe_main, args=(child, ray_options(self.config)), daemon=True)
+        proc.start()
+        child.close()
+        slots = 1
+        try:
+            if parent.poll(RAY_PROBE_TIMEOUT_S):
+                kind, value = parent.recv()
+                if kind == "slots":
+                    slots = max(1, int(value))
+                else:
+                    log.warning("Ray cluster %s: %s; starting 1 job slot", self.config.ray, value)
+            else:
+                log.warning(
+                    "Ray cluster %s did not answer in %g s; 1 job slot", self.config.ray, RAY_PROBE_TIMEOUT_S
+                )
+        except (EOFError, OSError):
+            log.warning("Ray probe process died; starting 1 job slot")
+        finally:
+            if proc.is_alive():
+                proc.kill()
+            proc.join(5)
+        return slots
+
+    def ensure_recovered(self) -> bool:
+        """True once the store is writable and jobs of an earlier run are settled (once, for all lanes)."""
+        with self._recover_lock:
+            if self._recovered and self.store_problem is None:
+                return True
+            return self._try_recover()
 
     def _try_recover(self) -> bool:
         """Open the store for writing and settle jobs of an earlier run; False (and why, logged) if not."""
@@ -176,9 +249,9 @@ class Supervisor:
         return True
 
     def space_short(self) -> str | None:
-        """Why there is too little free space to take jobs (under the floor), else None.
+        """Why queued jobs must wait for space (free space under ``--min-free-mb``), else None.
 
-        While the space reserve is spent (it was freed to record a job's failure), space
+        While the space reserve is spent (freed to record a job's failure), space
         counts as back only once it can be remade too: the freed megabytes are not for jobs.
         """
         floor = self.config.min_free_mb
@@ -202,47 +275,171 @@ class Supervisor:
         self.paused_for_space = None
         return True
 
+    def _maybe_restore_reserve(self) -> None:
+        now = time.monotonic()
+        if now - self._reserve_checked > 10.0:
+            self._reserve_checked = now
+            self.reserve.restore()  # remade once space is back
+
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop taking jobs and end the worker; a running job stays running and resumes next start."""
+        """Stop taking jobs and end the workers; running jobs stay running and resume next start."""
         self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self._kill_worker(graceful=True)
-        if self._thread is None or not self._thread.is_alive():
-            # Free the Event's semaphores now, not at interpreter exit (resource_tracker warns then).
-            self._cancel_event = None
+        for lane in self.lanes:
+            lane.wake()
+        deadline = time.monotonic() + timeout
+        for lane in self.lanes:
+            if lane.thread is not None:
+                lane.thread.join(max(0.1, deadline - time.monotonic()))
+        for lane in self.lanes:
+            lane.shut_down()
 
     def wake(self) -> None:
-        """A job was queued: look now instead of at the next idle poll."""
-        self._wake.set()
+        """A job was queued: every idle lane looks now instead of at its next idle poll."""
+        for lane in self.lanes:
+            lane.wake()
 
     def cancel(self, job_id: str) -> None:
         """Ask the running job to stop (the store already has the request committed)."""
         with self._lock:
             self._cancels.add(job_id)
+        self.wake()
+
+    def cancel_wanted(self, job_id: str) -> bool:
+        with self._lock:
+            return job_id in self._cancels
+
+    def cancel_done(self, job_id: str) -> None:
+        with self._lock:
+            self._cancels.discard(job_id)
+
+    def backend_up(self) -> None:
+        if self.backend["status"] != "up":
+            log.info("Ray backend %s is up", self.config.ray)
+        self.backend.update(status="up", message=None)
+
+    def backend_down(self, message: str) -> None:
+        if self.backend["status"] != "down" or self.backend["message"] != message:
+            log.warning("Ray backend %s is down: %s", self.config.ray, message)
+        self.backend.update(status="down", message=message)
+
+    @property
+    def current_job(self) -> str | None:
+        """A job running now (the first lane's that has one), for the single-worker ``running`` field."""
+        return next((lane.current_job for lane in self.lanes if lane.current_job), None)
+
+    @property
+    def worker_pid(self) -> int | None:
+        """The first lane's worker process id."""
+        return self.lanes[0].worker_pid if self.lanes else None
+
+    def workers_info(self) -> list[dict[str, Any]]:
+        """Each worker: its backend, device, process, and the job it runs (GET /v1/info ``workers``)."""
+        return [lane.info() for lane in self.lanes]
+
+
+class Lane:
+    """One worker of the pool: a thread that claims jobs and feeds them to its worker process.
+
+    A local lane's process is ``server.worker`` pinned to its GPU; a Ray lane's is the bridge
+    (``server.ray_bridge``), the Ray driver that runs its jobs on an actor in the cluster. Both
+    speak the same pipe protocol (see server/worker.py), so everything below is shared.
+    """
+
+    def __init__(self, pool: Supervisor, index: int, gpu: str | None, ray: bool = False) -> None:
+        self.pool = pool
+        self.store = pool.store
+        self.config = pool.config
+        self.publish = pool.publish
+        self.index = index
+        self.gpu = gpu
+        self.ray = ray
+        self.device: dict[str, Any] = {"device": "starting", "device_name": "", "device_warning": None}
+        self.current_job: str | None = None
+        self.jobs_run = 0
+        self.ready = False
+        """True once the worker said hello (a Ray lane takes jobs only then: the cluster answered)."""
+        self._cancel_event = pool._ctx.Event()
+        self._proc: Any = None
+        self._conn: Any = None
+        self._wake = threading.Event()
+        self.thread: threading.Thread | None = None
+        self._spawned_at = 0.0
+        self._quick_deaths = 0
+
+    @property
+    def name(self) -> str:
+        return f"{'ray' if self.ray else 'worker'} {self.index}"
+
+    def start(self) -> None:
+        self._spawn_worker()
+        self.thread = threading.Thread(target=self._loop, name=f"kiln-lane-{self.index}", daemon=True)
+        self.thread.start()
+
+    def wake(self) -> None:
         self._wake.set()
+
+    def shut_down(self) -> None:
+        self._kill_worker(graceful=True)
+        if self.thread is None or not self.thread.is_alive():
+            # Free the Event's semaphores now, not at interpreter exit (resource_tracker warns then).
+            self._cancel_event = None
 
     @property
     def worker_pid(self) -> int | None:
         proc = self._proc
         return proc.pid if proc is not None and proc.is_alive() else None
 
+    def info(self) -> dict[str, Any]:
+        if self.ray:
+            device = self.device.get("device", "starting")
+        elif self.gpu is not None:
+            device = f"cuda:{self.gpu}" if self.device.get("device") == "cuda" else self.device.get("device")
+        else:
+            device = self.device.get("device", "starting")
+        return {
+            "index": self.index,
+            "backend": "ray" if self.ray else "local",
+            "device": device,
+            "device_name": self.device.get("device_name", ""),
+            "gpu": self.gpu if not self.ray else self.device.get("gpu"),
+            "cuda_visible_devices": self.device.get("gpu"),
+            "pid": self.device.get("pid") if self.ray else self.worker_pid,
+            "node": self.device.get("node"),
+            "running": self.current_job,
+            "jobs_run": self.jobs_run,
+        }
+
     # -- worker process ------------------------------------------------------------------------
 
     def _spawn_worker(self) -> None:
-        parent_conn, child_conn = self._ctx.Pipe()
-        proc = self._ctx.Process(
-            target=worker_main,
-            args=(
+        parent_conn, child_conn = self.pool._ctx.Pipe()
+        if self.ray:
+            from server.ray_bridge import bridge_main
+
+            target: Any = bridge_main
+            args: tuple = (
+                child_conn,
+                self._cancel_event,
+                self.config.extra_engines,
+                os.getpid(),
+                engine_settings(self.config),
+                ray_options(self.config),
+            )
+        else:
+            target = worker_main
+            args = (
                 child_conn,
                 self._cancel_event,
                 self.config.extra_engines,
                 os.getpid(),
                 self.config.worker_nice,
                 engine_settings(self.config),
-            ),
-            name="kiln-worker",
+                {"CUDA_VISIBLE_DEVICES": self.gpu} if self.gpu is not None else {},
+            )
+        proc = self.pool._ctx.Process(
+            target=target,
+            args=args,
+            name=f"kiln-{'ray-bridge' if self.ray else 'worker'}-{self.index}",
             # Not a daemon: engines may start processes of their own (daemons cannot). stop()
             # ends it, and it exits by itself if the server dies (parent watchdog).
             daemon=False,
@@ -251,11 +448,16 @@ class Supervisor:
         self._spawned_at = time.monotonic()
         child_conn.close()
         self._proc, self._conn = proc, parent_conn
-        log.info("worker process %d started", proc.pid)
+        self.ready = False
+        where = f" on GPU {self.gpu}" if self.gpu is not None else ""
+        log.info(
+            "%s: %s process %d started%s", self.name, "bridge" if self.ray else "worker", proc.pid, where
+        )
 
     def _kill_worker(self, graceful: bool = False) -> int | None:
         proc, conn = self._proc, self._conn
         self._proc = self._conn = None
+        self.ready = False
         if conn is not None:
             conn.close()  # a worker waiting for work exits on EOF
         if proc is None:
@@ -271,43 +473,74 @@ class Supervisor:
         if self._proc is not None and self._proc.is_alive():
             return
         if self._proc is not None:
-            # Died while idle (a broken install, an import that crashes): back off so a
-            # crash loop does not spin, doubling up to 30 s while it keeps dying young.
+            # Died while idle (a broken install, an import that crashes, a Ray cluster that is
+            # down): back off so a crash loop does not spin, doubling while it keeps dying young.
             young = time.monotonic() - self._spawned_at < 10.0
             self._quick_deaths = self._quick_deaths + 1 if young else 0
-            delay = min(30.0, 0.5 * 2**self._quick_deaths) if young else 0.0
+            cap = RAY_RETRY_MAX_S if self.ray else 30.0
+            delay = min(cap, 0.5 * 2**self._quick_deaths) if young else 0.0
             log.warning(
-                "worker process %d exited with code %s; restarting it%s",
+                "%s: %s process %d exited with code %s; restarting it%s",
+                self.name,
+                "bridge" if self.ray else "worker",
                 self._proc.pid,
                 self._proc.exitcode,
                 f" in {delay:g} s" if delay else "",
             )
             self._kill_worker()
-            if self._stop.wait(delay):
+            if self.pool._stop.wait(delay):
                 return
         self._spawn_worker()
 
     def _on_hello(self, info: dict[str, Any]) -> None:
         self.device = info
+        self.ready = True
+        if self.index == 0 or self.pool.device.get("device") == "starting":
+            self.pool.device = info
+        if self.ray:
+            self._quick_deaths = 0
+            self.pool.backend_up()
         if info.get("device_warning"):
-            log.warning("worker %s on %s: %s", info.get("pid"), info["device"], info["device_warning"])
+            log.warning("%s %s on %s: %s", self.name, info.get("pid"), info["device"], info["device_warning"])
         else:
-            log.info("worker %s on %s %s", info.get("pid"), info["device"], info.get("device_name", ""))
+            node = f" (Ray node {info['node']})" if info.get("node") else ""
+            log.info(
+                "%s %s on %s %s%s",
+                self.name,
+                info.get("pid"),
+                info["device"],
+                info.get("device_name", ""),
+                node,
+            )
+
+    def _on_side_message(self, msg: tuple) -> bool:
+        """Messages that may come at any time: hello, and a Ray bridge's "down". True if handled."""
+        if msg[0] == "hello":
+            self._on_hello(msg[1])
+            return True
+        if msg[0] == "down":
+            self.ready = False
+            self.pool.backend_down(msg[1])
+            return True
+        return False
 
     # -- the loop ------------------------------------------------------------------------------
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
+        pool = self.pool
+        while not pool._stop.is_set():
             try:
-                needs_recovery = not self._recovered or self.store_problem is not None
-                if needs_recovery and not self._try_recover():
-                    self._stop.wait(DISK_RETRY_S)
+                if not pool.ensure_recovered():
+                    pool._stop.wait(DISK_RETRY_S)
                     continue
                 self._ensure_worker()
-                if self._stop.is_set():
+                if pool._stop.is_set():
                     break
-                if not self._space_ok():
+                if not pool._space_ok():
                     self._idle(DISK_RETRY_S)
+                    continue
+                if self.ray and not self.ready:
+                    self._idle(0.2)  # a Ray lane takes a job once its actor answers
                     continue
                 job = self.store.claim_next()
                 if job is None:
@@ -315,19 +548,20 @@ class Supervisor:
                     continue
                 resumed = job.attempts > 1
                 log.info(
-                    "job %s (%s): %s -> running%s",
+                    "job %s (%s): %s -> running on %s%s",
                     job.id,
                     job.kind,
                     "running" if resumed else "queued",
+                    self.name,
                     f" (attempt {job.attempts}, resuming from checkpoints)" if resumed else "",
                 )
                 self.publish(job.id)
                 self._run(job)
-            except Exception as exc:  # the supervisor must outlive any single bad job
+            except Exception as exc:  # the lane must outlive any single bad job
                 if is_disk_full(exc):
                     self._on_disk_full()
                     continue
-                log.exception("supervisor error; restarting the worker and retrying in 1 s")
+                log.exception("%s: supervisor error; restarting the worker and retrying in 1 s", self.name)
                 self._kill_worker()
                 if self.current_job is not None:
                     # Hand the job back (it resumes from its checkpoints) rather than strand it.
@@ -345,70 +579,65 @@ class Supervisor:
         it is retried every few seconds (``store_problem`` tells clients meanwhile) until
         space comes back. The job is never left running without a reason.
         """
+        pool = self.pool
         job_id, self.current_job = self.current_job, None
         reason = disk_full_reason(self.config.data_dir)
         log.error("disk full while %s: %s", f"job {job_id} ran" if job_id else "idle", reason)
         if job_id is None:
-            self.store_problem = disk_full_reason(self.config.data_dir, then="submit again")
-            self._stop.wait(DISK_RETRY_S)
+            pool.store_problem = disk_full_reason(self.config.data_dir, then="submit again")
+            pool._stop.wait(DISK_RETRY_S)
             return
         self._kill_worker()
-        with self._lock:
-            self._cancels.discard(job_id)
-        while not self._stop.is_set():
+        pool.cancel_done(job_id)
+        while not pool._stop.is_set():
             try:
                 if self.store.finish(job_id, FAILED, message="the disk is full", error=reason):
                     log.warning("job %s: %s -> %s: %s", job_id, RUNNING, FAILED, reason)
                     self.publish(job_id)
-                self.store_problem = None
+                pool.store_problem = None
                 return
             except Exception as exc:
                 if not is_disk_full(exc):
                     log.exception("job %s: could not record its failure", job_id)
                     return
-                if self.reserve.release():
+                if pool.reserve.release():
                     continue
-                self.store_problem = reason
-                self._stop.wait(DISK_RETRY_S)
+                pool.store_problem = reason
+                pool._stop.wait(DISK_RETRY_S)
                 reason = disk_full_reason(self.config.data_dir)
 
     def _idle(self, wait_s: float = 0.5) -> None:
-        # Read the worker's hello while no job runs, then sleep until woken.
+        # Read the worker's hello (or a bridge's "down") while no job runs, then sleep until woken.
         conn = self._conn
         with contextlib.suppress(EOFError, OSError):
             while conn is not None and conn.poll(0):
-                msg = conn.recv()
-                if msg[0] == "hello":
-                    self._on_hello(msg[1])
-        now = time.monotonic()
-        if now - self._reserve_checked > 10.0:
-            self._reserve_checked = now
-            self.reserve.restore()  # remade once space is back
+                self._on_side_message(conn.recv())
+        self.pool._maybe_restore_reserve()
         self._wake.wait(wait_s)
         self._wake.clear()
 
-    def _cancel_wanted(self, job_id: str) -> bool:
-        with self._lock:
-            return job_id in self._cancels
-
     def _run(self, job: JobRecord) -> None:
         work_dir = job_dir(self.config.data_dir, job.id)
+        # Where the worker sees the job folder: a Ray node may mount the data folder elsewhere.
+        run_dir = job_dir(self.config.ray_data_dir or self.config.data_dir, job.id) if self.ray else work_dir
         self._cancel_event.clear()
         self.current_job = job.id
+        self.jobs_run += 1
         t0 = time.monotonic()
         state: dict[str, Any] = {"stage": job.stage, "eta_from": None}
         kill_at: float | None = None
-        params = engine_params(job, work_dir)
+        params = engine_params(job, run_dir)
         with contextlib.suppress(OSError, ValueError):  # a dead worker is found below as a crash
-            self._conn.send(("run", job.id, job.kind, params, str(work_dir)))
+            self._conn.send(("run", job.id, job.kind, params, str(run_dir)))
         while True:
-            if self._stop.is_set():
+            if self.pool._stop.is_set():
                 with contextlib.suppress(Exception):  # on a full disk it stays running: still resumed
                     self.store.release(job.id)
+                self.current_job = None
                 log.info("job %s (%s): left running for the next server start", job.id, job.kind)
                 return
             now = time.monotonic()
-            if kill_at is None and self._cancel_wanted(job.id):
+            if kill_at is None and self.pool.cancel_wanted(job.id):
                 self._cancel_event.set()
                 kill_at = now + self.config.cancel_grace_s
             if kill_at is not None and now >= kill_at:
@@ -430,36 +659,60 @@ class Supervisor:
                     raise EOFError
                 else:
                     continue
-            except (EOFError, OSError):
+            except (EOFError, OSError, AttributeError):
                 exitcode = self._kill_worker()
-                if kill_at is not None:
-                    self._finish(job, CANCELLED, t0, message="cancelled; the worker stopped")
-                elif self._stop.is_set() or exitcode == INTERRUPTED_EXIT:
-                    # Stopped from outside (service stop, shutdown): not the job's fault.
-                    self.store.release(job.id)
-                    log.info(
-                        "job %s (%s): worker stopped by a signal; the job resumes from its checkpoints",
-                        job.id,
-                        job.kind,
-                    )
-                    self.publish(job.id)
-                else:
-                    self._finish(
-                        job,
-                        FAILED,
-                        t0,
-                        error=crash_reason(exitcode, state["stage"]),
-                        message="worker crashed",
-                    )
+                self._on_worker_death(job, exitcode, kill_at is not None, t0, state["stage"])
                 return
             if self._handle(job, msg, work_dir, t0, state):
                 return
 
+    def _on_worker_death(
+        self, job: JobRecord, exitcode: int | None, cancelling: bool, t0: float, stage: str
+    ) -> None:
+        """The worker process died while running ``job``: cancel, resume, requeue or fail it."""
+        if cancelling:
+            self._finish(job, CANCELLED, t0, message="cancelled; the worker stopped")
+            return
+        if self.pool._stop.is_set() or exitcode == INTERRUPTED_EXIT:
+            # Stopped from outside (service stop, shutdown): not the job's fault.
+            self.store.release(job.id)
+            self.current_job = None
+            log.info(
+                "job %s (%s): worker stopped by a signal; the job resumes from its checkpoints",
+                job.id,
+                job.kind,
+            )
+            self.publish(job.id)
+            return
+        if self.ray:
+            # The bridge (the Ray driver) died: the cluster went away under it, not the job's fault.
+            message = "requeued: the Ray backend went away while it ran; it resumes from its checkpoints"
+            requeued = self.store.requeue_lost(job.id, message, -1, need_progress=False)
+            if self.pool.backend["status"] != "down":  # else the bridge already said why (RAY_DOWN_EXIT)
+                self.pool.backend_down(
+                    f"the Ray bridge process exited with code {exitcode} while job {job.id} ran; reconnecting "
+                    "to the cluster (queued jobs wait, none is lost)"
+                )
+        else:
+            # A job killed with its worker (kill -9, the OOM killer) after it made progress this
+            # attempt resumes from its checkpoints on the next free worker; one that kills its
+            # worker before any progress, or keeps doing so, is failed with the reason.
+            how = crash_reason(exitcode, stage).split(";")[0].removeprefix("the worker process ")
+            message = f"requeued: its worker process {how}; it resumes from its checkpoints"
+            requeued = self.store.requeue_lost(job.id, message, self.config.max_attempts, need_progress=True)
+        if requeued:
+            self.pool.cancel_done(job.id)
+            self.current_job = None
+            log.warning("job %s (%s): %s -> queued (%s)", job.id, job.kind, RUNNING, message)
+            self.publish(job.id)
+            self.pool.wake()
+            return
+        self._finish(job, FAILED, t0, error=crash_reason(exitcode, stage), message="worker crashed")
+
     def _handle(self, job: JobRecord, msg: tuple, work_dir: Path, t0: float, state: dict[str, Any]) -> bool:
         """Apply one worker message; True when the job is finished."""
         kind = msg[0]
-        if kind == "hello":
-            self._on_hello(msg[1])
+        if self._on_side_message(msg):
             return False
         if msg[1] != job.id:
             return False  # a straggler from an earlier job
@@ -493,6 +746,26 @@ class Supervisor:
         if kind == "failed":
             self._finish(job, FAILED, t0, error=msg[2], message="failed")
             return True
+        if kind == "lost":
+            # The Ray worker running it died (its node went down, or its process was killed):
+            # back to the queue, to resume from its checkpoints in the shared folder on any node.
+            message = f"requeued: {msg[2]}; it resumes from its checkpoints"
+            if self.store.requeue_lost(job.id, message, self.config.max_attempts, need_progress=False):
+                self.pool.cancel_done(job.id)
+                self.current_job = None
+                log.warning("job %s (%s): %s -> queued (%s)", job.id, job.kind, RUNNING, message)
+                self.publish(job.id)
+                self.pool.wake()
+            else:
+                self._finish(
+                    job,
+                    FAILED,
+                    t0,
+                    message="worker lost",
+                    error=f"{msg[2]}, {self.config.max_attempts} times; it may be what kills its worker: "
+                    "resubmit it with a smaller preset or output size",
+                )
+            return True
         log.warning("job %s: unknown worker message %r ignored", job.id, kind)
         return False
 
@@ -505,8 +778,7 @@ class Supervisor:
         error: str | None = None,
         artifacts: list[Artifact] | None = None,
     ) -> None:
-        with self._lock:
-            self._cancels.discard(job.id)
+        self.pool.cancel_done(job.id)
         # current_job stays set until the write is done: a full disk here is handled as for
         # any store write of a running job (_on_disk_full), never leaving it running unexplained.
         finished = self.store.finish(job.id, state, message=message, error=error, artifacts=artifacts)
@@ -518,5 +790,14 @@ class Supervisor:
         if error:
             detail = f": {error}"
         log_fn = log.warning if state == FAILED else log.info
-        log_fn("job %s (%s): %s -> %s after %.1f s%s", job.id, job.kind, RUNNING, state, took, detail)
+        log_fn(
+            "job %s (%s): %s -> %s after %.1f s on %s%s",
+            job.id,
+            job.kind,
+            RUNNING,
+            state,
+            took,
+            self.name,
+            detail,
+        )
         self.publish(job.id)

@@ -139,8 +139,14 @@ def worker_main(
     parent_pid: int,
     nice: int = 0,
     settings: Any = None,
+    env: dict[str, str] | None = None,
 ) -> None:
-    """Entry point of the worker process (``multiprocessing`` target)."""
+    """Entry point of the worker process (``multiprocessing`` target).
+
+    ``env`` is set before torch is imported: ``CUDA_VISIBLE_DEVICES`` pins the worker to its GPU
+    (the pool's ``--gpus``), so the engine's ``cuda:0`` is that GPU.
+    """
+    os.environ.update(env or {})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s worker: %(message)s")
     _detach_and_handle_term()
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="watch-parent").start()
@@ -153,7 +159,7 @@ def worker_main(
     settings = settings or EngineSettings()  # the operator's: text model, avatar weights, threads
 
     # 1. Device, threads and engine table; extra kinds go into the one table run_job reads.
-    hello = {"pid": os.getpid(), **detect_device()}
+    hello = {"pid": os.getpid(), **detect_device(), "gpu": os.environ.get("CUDA_VISIBLE_DEVICES")}
     try:
         import torch
 
@@ -164,7 +170,7 @@ def worker_main(
         pass
     _send(conn, ("hello", hello))
     from core.pipelines import jobs
-    from core.progress import Cancelled, Reporter
+    from core.progress import Reporter
 
     for kind, target in extra_engines.items():
         jobs.register_engine(kind, target)
@@ -184,21 +190,36 @@ def worker_main(
             _send(conn, ("progress", job_id, event.stage, float(event.fraction), event.message))
 
         reporter = Reporter(report, cancel_event.is_set, min_interval=PROGRESS_INTERVAL_S)
-        try:
-            with _job_lock(work_dir):
-                result = jobs.run_job(kind, params, work_dir, reporter, settings)
-            _send(conn, ("done", job_id, {str(k): str(v) for k, v in result.items()}))
-        except Cancelled:
-            _send(conn, ("cancelled", job_id))
-        except jobs.JobError as exc:
-            from server.disk import disk_full_reason, is_disk_full
+        outcome = run_one(job_id, kind, params, work_dir, reporter, settings)
+        _send(conn, (outcome[0], job_id, *outcome[1:]))
 
-            full = is_disk_full(exc.__cause__ or exc.__context__)
-            _send(conn, ("failed", job_id, disk_full_reason(work_dir.parent.parent) if full else str(exc)))
-        except Exception as exc:  # any engine bug fails the job, never the worker
-            reason = _reason(exc, kind, work_dir)
-            if reason.startswith("the disk is full"):  # not a bug: one line, no traceback
-                log.error("job %s (%s): %s (%s)", job_id, kind, reason, exc)
-            else:
-                log.error("job %s (%s) raised:\n%s", job_id, kind, traceback.format_exc())
-            _send(conn, ("failed", job_id, reason))
+
+def run_one(
+    job_id: str, kind: str, params: dict[str, Any], work_dir: Path, reporter: Any, settings: Any
+) -> tuple:
+    """Run one job through ``run_job`` and say how it ended, as the worker protocol does (less the id):
+    ``("done", {name: path})``, ``("cancelled",)`` or ``("failed", reason)``.
+
+    The one place a job runs, shared by the local worker and the Ray actor (server/ray_bridge.py).
+    """
+    from core.pipelines import jobs
+    from core.progress import Cancelled
+
+    try:
+        with _job_lock(work_dir):
+            result = jobs.run_job(kind, params, work_dir, reporter, settings)
+        return ("done", {str(k): str(v) for k, v in result.items()})
+    except Cancelled:
+        return ("cancelled",)
+    except jobs.JobError as exc:
+        from server.disk import disk_full_reason, is_disk_full
+
+        full = is_disk_full(exc.__cause__ or exc.__context__)
+        return ("failed", disk_full_reason(work_dir.parent.parent) if full else str(exc))
+    except Exception as exc:  # any engine bug fails the job, never the worker
+        reason = _reason(exc, kind, work_dir)
+        if reason.startswith("the disk is full"):  # not a bug: one line, no traceback
+            log.error("job %s (%s): %s (%s)", job_id, kind, reason, exc)
+        else:
+            log.error("job %s (%s) raised:\n%s", job_id, kind, traceback.format_exc())
+        return ("failed", reason)

@@ -124,9 +124,16 @@ class ServerProcess:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
             try:
                 if httpx.get(f"{self.base_url}/v1/health", timeout=1.0).status_code == 200:
-                    pid = self.info().get("worker_pid")
+                    info = self.info()
+                    pid = info.get("worker_pid")
                     if pid:
                         self.worker_pids.append(pid)
+                    # Every local worker of a pool (Ray actors are the cluster's to end).
+                    self.worker_pids += [
+                        w["pid"]
+                        for w in info.get("workers", [])
+                        if w.get("pid") and w.get("backend") == "local"
+                    ]
                     return self
             except httpx.TransportError:
                 pass

@@ -195,6 +195,11 @@ def run_fast_job(job: Any, work_dir: Path, reporter: Reporter, settings: Any = N
     params = job.to_dict()
     reporter("echo", 0.5, "echoing")
     path = work_dir / "attributes.json"
-    _write_atomic(path, json.dumps({"params": params, "pid": os.getpid()}).encode())
+    record = {
+        "params": params,
+        "pid": os.getpid(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
+    _write_atomic(path, json.dumps(record).encode())
     reporter("echo", 1.0, "done")
     return {"attributes.json": path}
