@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -41,6 +42,26 @@ class NeRFFieldConfig:
     """Finite-difference step in metres for normals (about half a cell of the finest level)."""
     iso: float = 20.0
     """Density (1/m) at which the asset path extracts the surface; 20 absorbs 42 % over a 2.7 cm step."""
+    color_space: Literal["rgb", "sd_latent"] = "rgb"
+    """"rgb": three sigmoid albedo channels. "sd_latent": four unbounded channels of Stable
+    Diffusion's (scaled) latent space, rendered straight into the UNet (Latent-NeRF); the asset
+    path reads their colour through ``latent_to_rgb``."""
+
+
+LATENT_RGB = (
+    (0.298, 0.207, 0.208),
+    (0.187, 0.286, 0.173),
+    (-0.158, 0.189, 0.264),
+    (-0.184, -0.271, -0.473),
+)
+"""Linear approximation of the SD 1.x/2.x VAE decoder, latent channel -> RGB contribution, on
+the scaled latents (the factors Latent-NeRF published for its previews); rgb in about [-1, 1]."""
+
+
+def latent_to_rgb(latents: torch.Tensor) -> torch.Tensor:
+    """(..., 4) scaled SD latents -> (..., 3) approximate colours in [0, 1] (no VAE needed)."""
+    m = torch.tensor(LATENT_RGB, dtype=latents.dtype, device=latents.device)
+    return ((latents @ m + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
 class NeRFField(nn.Module):
@@ -60,7 +81,8 @@ class NeRFField(nn.Module):
         layers: list[nn.Module] = []
         for a, b in zip(dims[:-1], dims[1:], strict=True):
             layers += [nn.Linear(a, b), nn.ReLU(inplace=True)]
-        layers.append(nn.Linear(dims[-1], 4))
+        self.latent = config.color_space == "sd_latent"
+        layers.append(nn.Linear(dims[-1], 1 + (4 if self.latent else 3)))
         self.mlp = nn.Sequential(*layers)
 
     @property
@@ -85,9 +107,11 @@ class NeRFField(nn.Module):
         return torch.exp(self._log_sigma(self._raw(x)[:, 0], x))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Density and albedo: (N, 3) metres -> ((N,), (N, 3) in [0, 1])."""
+        """Density and albedo: (N, 3) metres -> ((N,), (N, 3) in [0, 1]) or, for a latent field,
+        ((N,), (N, 4) latents)."""
         raw = self._raw(x)
-        return torch.exp(self._log_sigma(raw[:, 0], x)), torch.sigmoid(raw[:, 1:])
+        color = raw[:, 1:] if self.latent else torch.sigmoid(raw[:, 1:])
+        return torch.exp(self._log_sigma(raw[:, 0], x)), color
 
     def normals(self, x: torch.Tensor, density: torch.Tensor | None = None) -> torch.Tensor:
         """Unit outward normals, minus the normalised density gradient: (N, 3) -> (N, 3).
@@ -138,6 +162,8 @@ class NeRFAssetField(Field):
             for i in range(0, len(pts), self.chunk):
                 x = torch.from_numpy(pts[i : i + self.chunk]).to(param.device, param.dtype)
                 sigma, albedo = self.nerf(x)
+                if want_albedo and self.nerf.latent:
+                    albedo = latent_to_rgb(albedo)
                 outs.append((albedo if want_albedo else sigma).float().cpu().numpy())
         if not outs:
             return np.zeros((0, 3) if want_albedo else (0,), dtype=np.float32)

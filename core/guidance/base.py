@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 
+from core.guidance.perp_neg import PerpNegConfig
 from core.render.cameras import CameraBatch
 from core.render.shading import Shading
 
@@ -31,6 +32,12 @@ class SDSConfig:
     grad_clip: float | None = None
     """Clamp each element of the SDS gradient to [-grad_clip, grad_clip] (None: no clipping, as
     stable-dreamfusion and threestudio; at guidance 100 a clip of 1 turns SDS into a sign update)."""
+    perp_neg: bool = False
+    """Perp-Neg on the view-dependent prompts (``core.guidance.perp_neg``): the positive prompt
+    blends the nearest views by azimuth and the other views are perpendicular negatives, against
+    the Janus (many-faced) problem. Twice the UNet work of plain CFG."""
+    perp_neg_weights: PerpNegConfig = field(default_factory=PerpNegConfig)
+    """Perp-Neg's negative weights by azimuth (threestudio's defaults)."""
 
 
 @dataclass
@@ -47,6 +54,9 @@ class GuidanceInput:
     """Training step, from 0."""
     total_steps: int
     """Steps of the whole run (for annealing)."""
+    space: Literal["pixel", "latent"] = "pixel"
+    """"pixel": ``images`` are RGB in [0, 1]. "latent": they are (B, 4, h, w) scaled Stable
+    Diffusion latents rendered by the NeRF itself (Latent-NeRF), which the guidance uses as is."""
 
 
 @dataclass

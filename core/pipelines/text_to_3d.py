@@ -9,138 +9,49 @@ of ``core.pipelines.jobs``) and a command line::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import os
 import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
-from core.fields.hashgrid import HashGridConfig
-from core.fields.nerf import NeRFAssetField, NeRFField, NeRFFieldConfig
-from core.guidance.base import Guidance, GuidanceInput, SDSConfig
+from core.fields.nerf import NeRFAssetField, NeRFField, latent_to_rgb
+from core.guidance.base import Guidance, GuidanceInput
 from core.guidance.stable_diffusion import DEFAULT_MODEL
-from core.pipelines.jobs import PRESETS, EngineSettings, JobError, JobParams, OutputOptions
+from core.pipelines.jobs import EngineSettings, JobError, JobParams, OutputOptions
+from core.pipelines.text_to_3d_config import (  # re-exported: the engine's public names
+    PRESETS,
+    TextTo3DConfig,
+    TextTo3DError,
+    TrainConfig,
+    preset_config,
+)
 from core.progress import ProgressBar, Reporter
 from core.render.background import FixedBackground, MLPBackground, RandomSolidBackground
-from core.render.cameras import CameraBatch, CameraConfig, camera_rays, orbit_cameras, sample_cameras
-from core.render.occupancy import OccupancyConfig, OccupancyGrid
-from core.render.shading import Shading, ShadingConfig, albedo_shading, sample_shading
-from core.render.volume import RendererConfig, RenderOutput, VolumeRenderer
+from core.render.cameras import CameraBatch, camera_rays, orbit_cameras, sample_cameras
+from core.render.occupancy import OccupancyGrid
+from core.render.shading import Shading, albedo_shading, sample_shading
+from core.render.volume import RenderOutput, VolumeRenderer
 
-
-class TextTo3DError(ValueError):
-    """A text-to-3D request cannot run; the message says what to do."""
-
-
-@dataclass
-class TrainConfig:
-    """The optimisation loop."""
-
-    steps: int = 400
-    """Optimisation steps."""
-    batch: int = 1
-    """Cameras per step."""
-    height: int = 64
-    """Render height in pixels (renders are resized to the guidance model's input)."""
-    width: int = 64
-    """Render width in pixels."""
-    lr_encoding: float = 5e-2
-    """Adam learning rate of the hash grid tables (high: the draft has few steps)."""
-    lr_mlp: float = 1e-2
-    """Adam learning rate of the MLPs (field and background)."""
-    lr_end_factor: float = 0.1
-    """Learning rates decay exponentially to this factor of their start by the last step."""
-    entropy_weight: float = 1e-3
-    """Weight of the binary entropy of ray opacity (pushes rays to empty or solid)."""
-    opacity_weight: float = 0.0
-    """Weight of the mean ray opacity."""
-    sparsity_weight: float = 1.0
-    """Weight of threestudio's sparsity term ``mean sqrt(opacity^2 + 0.01)``: a gentle pull of
-    every ray toward empty, against fog (threestudio's DreamFusion default weight)."""
-    random_background_prob: float = 0.0
-    """Chance per step that the background is a random solid colour per camera instead of the
-    configured one (threestudio's random background augmentation; 0 is off)."""
-    orientation_weight: float = 1e-2
-    """Weight of DreamFusion's orientation loss on normals facing away from the camera."""
-    checkpoint_every: int = 100
-    """Steps between checkpoints (when the request has a work folder)."""
-    preview_every: int = 50
-    """Steps between progress preview images."""
-    preview_size: int = 128
-    """Side in pixels of the progress preview."""
-
-
-@dataclass
-class TextTo3DConfig:
-    """Everything a text-to-3D run is made of; ``preset_config`` gives the named presets."""
-
-    field: NeRFFieldConfig = dataclasses.field(default_factory=NeRFFieldConfig)
-    """The NeRF."""
-    renderer: RendererConfig = dataclasses.field(default_factory=RendererConfig)
-    """Ray sampling."""
-    occupancy: OccupancyConfig = dataclasses.field(default_factory=OccupancyConfig)
-    """Empty-space skipping."""
-    camera: CameraConfig = dataclasses.field(default_factory=CameraConfig)
-    """Training camera ranges."""
-    shading: ShadingConfig = dataclasses.field(default_factory=ShadingConfig)
-    """Shading schedule."""
-    sds: SDSConfig = dataclasses.field(default_factory=SDSConfig)
-    """Score Distillation Sampling."""
-    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
-    """The loop."""
-    background: Literal["mlp", "fixed"] = "mlp"
-    """A learned view-direction background (DreamFusion) or a fixed colour."""
-    background_color: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    """Colour of the fixed background."""
-
-
-def preset_config(preset: str) -> TextTo3DConfig:
-    """The configuration of a named preset: "draft" (CPU, minutes), "standard" or "high" (GPU)."""
-    if preset == "draft":
-        return TextTo3DConfig()
-    if preset == "standard":
-        return TextTo3DConfig(
-            field=NeRFFieldConfig(
-                encoding=HashGridConfig(levels=12, log2_table_size=18, max_resolution=512), hidden=64
-            ),
-            renderer=RendererConfig(samples_per_ray=128),
-            occupancy=OccupancyConfig(resolution=64),
-            train=TrainConfig(
-                steps=5000,
-                height=128,
-                width=128,
-                lr_encoding=1e-2,
-                lr_mlp=1e-3,
-                checkpoint_every=500,
-                preview_every=250,
-            ),
-            shading=ShadingConfig(warmup_steps=1000),
-        )
-    if preset == "high":
-        return TextTo3DConfig(
-            field=NeRFFieldConfig(
-                encoding=HashGridConfig(levels=16, log2_table_size=19, max_resolution=2048), hidden=64
-            ),
-            renderer=RendererConfig(samples_per_ray=192),
-            occupancy=OccupancyConfig(resolution=128),
-            train=TrainConfig(
-                steps=10000,
-                height=256,
-                width=256,
-                lr_encoding=1e-2,
-                lr_mlp=1e-3,
-                checkpoint_every=500,
-                preview_every=500,
-            ),
-            shading=ShadingConfig(warmup_steps=2000),
-        )
-    raise TextTo3DError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
+__all__ = [
+    "PRESETS",
+    "TextTo3DConfig",
+    "TextTo3DError",
+    "TextTo3DRequest",
+    "TextTo3DResult",
+    "TrainConfig",
+    "Trainer",
+    "main",
+    "make_asset",
+    "preset_config",
+    "run_text_to_3d_job",
+    "text_to_3d",
+]
 
 
 @dataclass
@@ -157,6 +68,8 @@ class TextTo3DRequest:
     """One of ``PRESETS``."""
     guidance_scale: float | None = None
     """Classifier-free guidance scale; None keeps the preset's (100, as DreamFusion)."""
+    perp_neg: bool | None = None
+    """Perp-Neg on the view-dependent prompts (against many-faced objects); None keeps the preset's (off)."""
     model: str = DEFAULT_MODEL
     """Guidance model: a hub id or a local folder saved with ``save_pretrained``."""
     work_dir: Path | None = None
@@ -208,6 +121,19 @@ def _check_request(request: TextTo3DRequest) -> None:
         raise TextTo3DError(f"steps must be at least 1, got {request.steps}")
 
 
+def _check_space(config: TextTo3DConfig) -> None:
+    if config.space not in ("pixel", "latent"):
+        raise TextTo3DError(f"unknown space {config.space!r}; use 'pixel' or 'latent'")
+    if config.space == "latent" and config.train.random_background_prob > 0:
+        raise TextTo3DError(
+            "random solid backgrounds are RGB colours; in latent space set random_background_prob 0"
+        )
+    if config.space == "latent" and config.background == "fixed" and len(config.background_color) != 4:
+        raise TextTo3DError("a fixed background in latent space needs 4 latent values as background_color")
+    if config.space == "pixel" and config.background == "fixed" and len(config.background_color) != 3:
+        raise TextTo3DError("a fixed background needs an RGB background_color (3 values)")
+
+
 class Trainer:
     """The DreamFusion loop on one field: sample cameras, render, shade, score, step.
 
@@ -219,10 +145,15 @@ class Trainer:
         self.config = config
         self.guidance = guidance
         self.device = torch.device(device)
+        self.latent = config.space == "latent"
+        _check_space(config)
         torch.manual_seed(seed)
-        self.nerf = NeRFField(config.field).to(self.device)
+        field_config = replace(config.field, color_space="sd_latent") if self.latent else config.field
+        self.nerf = NeRFField(field_config).to(self.device)
         self.background: torch.nn.Module = (
-            MLPBackground() if config.background == "mlp" else FixedBackground(config.background_color)
+            (MLPBackground(channels=4, latent=True) if self.latent else MLPBackground())
+            if config.background == "mlp"
+            else FixedBackground(config.background_color)
         ).to(self.device)
         self.renderer = VolumeRenderer(config.renderer)
         self.preview_renderer = VolumeRenderer(replace(config.renderer, jitter=False))
@@ -255,7 +186,8 @@ class Trainer:
         renderer: VolumeRenderer | None = None,
         background_colors: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, RenderOutput]:
-        """Render B cameras: returns (B, 3, H, W) images in [0, 1] and the raw RenderOutput.
+        """Render B cameras: returns (B, 3, H, W) images in [0, 1] (in latent space (B, 4, H, W)
+        latents) and the raw RenderOutput.
 
         ``background_colors`` (B, 3) replaces the background with one solid colour per camera.
         """
@@ -275,11 +207,12 @@ class Trainer:
             occupancy=self.occupancy,
             generator=self.generator,
         )
-        return out.rgb.view(b, height, width, 3).permute(0, 3, 1, 2), out
+        return out.rgb.view(b, height, width, -1).permute(0, 3, 1, 2), out
 
     @torch.no_grad()
     def render_view(self, azimuth_deg: float, elevation_deg: float, size: int) -> np.ndarray:
-        """An albedo render from a fixed view, (size, size, 3) uint8 (draws no random numbers)."""
+        """An albedo render from a fixed view, (size, size, 3) uint8 (draws no random numbers); a
+        latent field's render is shown through the linear approximation of the decoder."""
         cam = orbit_cameras(
             torch.tensor([math.radians(azimuth_deg)]),
             torch.tensor([math.radians(elevation_deg)]),
@@ -288,7 +221,14 @@ class Trainer:
             self.config.camera,
         )
         img, _ = self.render(cam, albedo_shading(1), size, size, self.preview_renderer)
-        return (img[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
+        rgb = img[0].permute(1, 2, 0)
+        rgb = latent_to_rgb(rgb) if self.latent else rgb.clamp(0, 1)
+        return (rgb.cpu().numpy() * 255).round().astype(np.uint8)
+
+    def _sync(self) -> None:
+        """Wait for the GPU, so that the step's split times the work and not its queueing."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     # -- one step --------------------------------------------------------------------------------------
 
@@ -308,17 +248,22 @@ class Trainer:
         t0 = time.perf_counter()
         cameras = sample_cameras(cfg.camera, t.batch, self.generator)
         shading = sample_shading(cfg.shading, self.step, cameras, self.generator)
+        if self.latent:  # latents are not lit: Latent-NeRF renders them unshaded
+            shading = albedo_shading(t.batch)
         bg_colors = None
         if t.random_background_prob > 0:
             u = float(torch.rand(1, generator=self.generator))
             colors = torch.rand(t.batch, 3, generator=self.generator)
             bg_colors = colors if u < t.random_background_prob else None
         images, out = self.render(cameras, shading, t.height, t.width, background_colors=bg_colors)
+        self._sync()
         t1 = time.perf_counter()
         if reporter is not None:
             reporter.check()
         # 4. Guidance loss plus regularisers.
-        result = self.guidance(GuidanceInput(images, cameras, shading, self.step, t.steps), self.generator)
+        result = self.guidance(
+            GuidanceInput(images, cameras, shading, self.step, t.steps, cfg.space), self.generator
+        )
         loss = result.loss
         if t.entropy_weight > 0:
             a = out.opacity.clamp(1e-5, 1 - 1e-5)
@@ -330,6 +275,7 @@ class Trainer:
             loss = loss + t.sparsity_weight * torch.sqrt(out.opacity**2 + 0.01).mean()
         if t.orientation_weight > 0 and out.orientation is not None:
             loss = loss + t.orientation_weight * out.orientation
+        self._sync()
         t2 = time.perf_counter()
         if reporter is not None:
             reporter.check()
@@ -338,6 +284,7 @@ class Trainer:
         loss.backward()
         self.optimizer.step()
         self.step += 1
+        self._sync()
         t3 = time.perf_counter()
         return StepStats(float(loss.detach()), t1 - t0, t2 - t1, t3 - t2, out.samples, out.candidates)
 
@@ -441,6 +388,8 @@ def text_to_3d(
     config = config or preset_config(request.preset)
     if request.guidance_scale is not None:
         config = replace(config, sds=replace(config.sds, guidance_scale=float(request.guidance_scale)))
+    if request.perp_neg is not None:
+        config = replace(config, sds=replace(config.sds, perp_neg=bool(request.perp_neg)))
     if request.steps is not None:
         config = replace(config, train=replace(config.train, steps=int(request.steps)))
     device = request.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -561,10 +510,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt", required=True, help="what to make, e.g. 'a ceramic teapot'")
     parser.add_argument("--negative-prompt", default="", help="what it should not look like")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local diffusers pipeline folder")
-    parser.add_argument("--preset", default="draft", help=f"one of {', '.join(PRESETS)}")
+    parser.add_argument(
+        "--preset", default="draft", help=f"one of {', '.join(PRESETS)} (cpu: latent space, no VAE)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None, help="override the preset's step count")
     parser.add_argument("--guidance-scale", type=float, default=None)
+    parser.add_argument(
+        "--perp-neg", action="store_true", default=None, help="Perp-Neg view prompts (2x UNet work)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder (also holds checkpoints)")
     out = OutputOptions()
     parser.add_argument("--resolution", type=int, default=out.resolution, help="marching-cubes grid")
@@ -578,6 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         preset=args.preset,
         guidance_scale=args.guidance_scale,
+        perp_neg=args.perp_neg,
         model=args.model,
         work_dir=args.out,
         steps=args.steps,

@@ -47,7 +47,7 @@ class RenderOutput:
     """What a render of R rays gives back."""
 
     rgb: torch.Tensor
-    """(R, 3) composited colour over the background."""
+    """(R, C) composited colour over the background (C = 3, or 4 latent channels)."""
     opacity: torch.Tensor
     """(R,) accumulated weight in [0, 1]."""
     depth: torch.Tensor
@@ -158,7 +158,10 @@ class VolumeRenderer:
         weights = (1.0 - torch.exp(-tau)) * _exclusive_transmittance(tau)  # (R, N)
         w = weights.view(-1)[index]  # (K,)
         opacity = weights.sum(1)
-        rgb = torch.zeros(r, 3, dtype=sigma.dtype, device=dev).index_add(0, ray_of, w.unsqueeze(-1) * color)
+        channels = color.shape[-1]  # 3 (RGB), or 4 for a field of Stable Diffusion latents
+        rgb = torch.zeros(r, channels, dtype=sigma.dtype, device=dev).index_add(
+            0, ray_of, w.unsqueeze(-1) * color
+        )
         depth = torch.zeros(r, dtype=sigma.dtype, device=dev).index_add(0, ray_of, w * t.view(-1)[index])
         rgb = rgb + (1.0 - opacity).unsqueeze(-1) * background(dirs)
 

@@ -111,7 +111,7 @@ def test_resume_refuses_checkpoints_of_another_request(tiny_sd, tmp_path):
 def test_bad_requests_say_what_to_do(tiny_sd, tmp_path):
     with pytest.raises(TextTo3DError, match="prompt is empty; describe"):
         text_to_3d(dataclasses.replace(_request(tiny_sd, None), prompt="   "))
-    with pytest.raises(TextTo3DError, match="unknown preset 'ultra'; use one of draft, standard, high"):
+    with pytest.raises(TextTo3DError, match="unknown preset 'ultra'; use one of draft, standard, high, cpu"):
         text_to_3d(_request(tiny_sd, None, preset="ultra"))
     with pytest.raises(TextTo3DError, match="unknown preset"):
         preset_config("ultra")
