@@ -1,5 +1,5 @@
-"""Benchmark the Kiln server: status-poll latency under 50 concurrent pollers while a job runs, and
-submit-to-start latency.
+"""Benchmark the Kiln server: status-poll latency under 50 concurrent pollers while jobs run,
+submit-to-start latency, and scale-out throughput (local worker pool, Ray).
 
 Starts `python -m server` on a free loopback port with a temp data folder, then:
 
@@ -10,8 +10,14 @@ Starts `python -m server` on a free loopback port with a temp data folder, then:
    GET /v1/jobs/{id}, each every --interval seconds (as the add-on does), then back to
    back; reports p50/p95/p99/max client-side and the server's own time (Server-Timing).
 
+3. throughput (issue 14): 16 avatar jobs at --worker-threads 1, one local worker against two
+   (target >= 1.7x), then the same 16 jobs through a local Ray cluster (``ray start --head``, two
+   CPUs, in its own process group and temp folder) with two slots: overhead per job over the
+   local pool (target <= 0.5 s). Times are the server's clock: last finished_at - first created_at.
+
 Usage: .venv/bin/python bench/server.py [--seconds 10] [--pollers 50] [--interval 0.5] [--kind slow]
-Target (issue 6): p99 poll under 50 ms on this machine while the worker is busy.
+       [--workers 2] [--jobs 16] [--no-throughput] [--no-ray]
+Targets: p99 poll under 50 ms on this machine while the workers are busy (issues 6 and 14).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -58,7 +65,9 @@ def parse_time(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
-def start_server(data_dir: Path, port: int, busy_steps: int) -> subprocess.Popen:
+def start_server(
+    data_dir: Path, port: int, busy_steps: int, extra: list[str] | None = None, engines: bool = True
+) -> subprocess.Popen:
     cmd = [
         sys.executable,
         "-m",
@@ -70,8 +79,9 @@ def start_server(data_dir: Path, port: int, busy_steps: int) -> subprocess.Popen
         "--log-level",
         "warning",
     ]
-    for spec in ENGINES:
+    for spec in ENGINES if engines else []:
         cmd += ["--engine", spec]
+    cmd += extra or []
     env = {
         **os.environ,
         "PYTHONPATH": str(REPO),
@@ -84,7 +94,8 @@ def start_server(data_dir: Path, port: int, busy_steps: int) -> subprocess.Popen
     while time.monotonic() < deadline:
         try:
             info = httpx.get(f"http://127.0.0.1:{port}/v1/info", timeout=1).json()
-            if info["device"] != "starting":  # the worker has imported torch and said hello
+            # Every worker has imported torch and said hello (a Ray one: its actor answered).
+            if info["device"] != "starting" and all(w["pid"] for w in info.get("workers", [])):
                 return proc
         except (httpx.TransportError, ValueError):
             pass
@@ -202,12 +213,20 @@ def main() -> None:
     parser.add_argument(
         "--kind", default="slow", help="job kind that keeps the worker busy (slow, avatar, ...)"
     )
+    parser.add_argument("--workers", type=int, default=2, help="workers of the poll-latency server")
+    parser.add_argument("--jobs", type=int, default=16, help="avatar jobs of the throughput figures")
+    parser.add_argument(
+        "--no-throughput", action="store_true", help="skip the pool and Ray throughput figures"
+    )
+    parser.add_argument("--no-ray", action="store_true", help="skip the Ray throughput figure")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="kiln-bench-"))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = start_server(tmp / "data", port, busy_steps=int(2 * args.seconds) + 30)
+    proc = start_server(
+        tmp / "data", port, busy_steps=int(2 * args.seconds) + 30, extra=["--workers", str(args.workers)]
+    )
     try:
         # 1. Submit-to-start on an idle, warm worker.
         server_side, client_side = submit_to_start(base, args.runs)
@@ -221,16 +240,22 @@ def main() -> None:
             f"max {max(client_side) * 1e3:.1f} ms"
         )
 
-        # 2. Poll latency while a CPU-busy job runs.
+        # 2. Poll latency while CPU-busy jobs run, one per worker.
         with httpx.Client(base_url=base, timeout=30) as c:
-            job = c.post("/v1/jobs", json={"kind": args.kind, "prompt": "a benchmark sphere"}).json()
+            busy = [
+                c.post("/v1/jobs", json={"kind": args.kind, "prompt": f"a benchmark sphere {i}"}).json()
+                for i in range(args.workers)
+            ]
+            job = busy[0]
             deadline = time.monotonic() + 120
-            while c.get(f"/v1/jobs/{job['id']}").json()["stage"] in ("", "resume"):
+            while any(c.get(f"/v1/jobs/{b['id']}").json()["stage"] in ("", "resume") for b in busy):
                 if time.monotonic() > deadline:
-                    raise SystemExit("the busy job did not start within 120 s")
+                    raise SystemExit("the busy jobs did not start within 120 s")
                 time.sleep(0.05)
+            running = sum(w["running"] is not None for w in c.get("/v1/info").json()["workers"])
         print(
-            f"poll latency, {args.pollers} concurrent pollers while a {args.kind} job runs (target p99 < 50 ms):"
+            f"poll latency, {args.pollers} concurrent pollers while {running} {args.kind} jobs run on "
+            f"{args.workers} workers (target p99 < 50 ms):"
         )
         for interval in (args.interval, 0.0):
             latencies, errors = asyncio.run(
@@ -240,16 +265,137 @@ def main() -> None:
             report(label, latencies, errors, args.seconds)
         with httpx.Client(base_url=base, timeout=30) as c:
             state = c.get(f"/v1/jobs/{job['id']}").json()
-            c.post(f"/v1/jobs/{job['id']}/cancel")
+            for b in busy:
+                c.post(f"/v1/jobs/{b['id']}/cancel")
         print(f"  the job was still running: stage {state['stage']!r}, progress {state['progress']:.2f}")
         print(f"  machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         shutil.rmtree(tmp, ignore_errors=True)
+    if args.no_throughput:
+        return
+
+    # 3. Throughput of the pool and the Ray backend.
+    print(
+        f"throughput, {args.jobs} avatar jobs at --worker-threads 1 (server clock, first submit -> last done):"
+    )
+    one = throughput(args.jobs, ["--workers", "1"])
+    print(f"  1 local worker:  {one['wall']:.1f} s ({one['per_job']:.2f} s per job run)")
+    two = throughput(args.jobs, ["--workers", "2"])
+    print(
+        f"  2 local workers: {two['wall']:.1f} s ({two['per_job']:.2f} s per job run), "
+        f"speed-up {one['wall'] / two['wall']:.2f}x (target >= 1.7x); workers used: {two['used']}"
+    )
+    if args.no_ray:
+        return
+    cluster = RayCluster()
+    try:
+        cluster.start()
+        ray = throughput(args.jobs, ["--workers", "2", "--ray", cluster.address], timeout=600)
+    finally:
+        cluster.stop()
+    print(
+        f"  Ray, 2 slots on a local 2-CPU cluster: {ray['wall']:.1f} s ({ray['per_job']:.2f} s per job run); "
+        f"overhead per job over 2 local workers: {(ray['wall'] - two['wall']) / args.jobs:+.2f} s of wall time, "
+        f"{ray['per_job'] - two['per_job']:+.2f} s of job run time (target <= 0.5 s); actors used: {ray['used']}"
+    )
+    print(f"  machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+
+
+AVATAR_REQUEST = {
+    "kind": "avatar",
+    "prompt": "a woman with a red bob and round glasses",
+    "output": {"resolution": 64, "texture_size": 256, "turntable_frames": 8, "turntable_size": 64},
+}
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def throughput(jobs: int, extra: list[str], timeout: float = 600) -> dict[str, float]:
+    """Submit ``jobs`` avatar jobs at once to a fresh server with ``extra`` args; time them."""
+    tmp = Path(tempfile.mkdtemp(prefix="kiln-bench-"))
+    port = free_port()
+    args = ["--kinds", "avatar", "--worker-threads", "1", *extra]
+    proc = start_server(tmp / "data", port, busy_steps=1, extra=args, engines=False)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
+            ids = [c.post("/v1/jobs", json={**AVATAR_REQUEST, "seed": i}).json()["id"] for i in range(jobs)]
+            deadline = time.monotonic() + timeout
+            done: list[dict] = []
+            while time.monotonic() < deadline:
+                done = [c.get(f"/v1/jobs/{i}").json() for i in ids]
+                if all(j["state"] in ("succeeded", "failed", "cancelled") for j in done):
+                    break
+                time.sleep(0.25)
+            bad = [j for j in done if j["state"] != "succeeded"]
+            if bad:
+                raise SystemExit(f"{len(bad)} jobs did not succeed: {bad[0]['state']} {bad[0]['error']}")
+            used = sum(w["jobs_run"] > 0 for w in c.get("/v1/info").json()["workers"])
+    finally:
+        stop(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+    start = min(parse_time(j["created_at"]) for j in done)
+    end = max(parse_time(j["finished_at"]) for j in done)
+    runs = [parse_time(j["finished_at"]) - parse_time(j["started_at"]) for j in done]
+    return {"wall": end - start, "per_job": statistics.mean(runs), "used": used}
+
+
+class RayCluster:
+    """A local Ray head node (two CPUs, loopback) in its own process group and temp folder."""
+
+    def __init__(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="kray-", dir="/tmp"))  # short: unix socket paths
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        cmd = [
+            str(Path(sys.executable).with_name("ray")),
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={self.port}",
+            "--num-cpus=2",
+            "--num-gpus=0",
+            f"--temp-dir={self.tmp}",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ]
+        log = open(self.tmp / "ray-start.log", "ab")  # noqa: SIM115 - the child writes it
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if "Ray runtime started" in (self.tmp / "ray-start.log").read_text(errors="replace"):
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        self.stop()
+        raise SystemExit("the Ray cluster did not start; see " + str(self.tmp / "ray-start.log"))
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(self.proc.pid, sig)
+                self.proc.wait(wait)
+                break
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                continue
+        self.proc = None
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
