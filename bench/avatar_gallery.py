@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         completed = AvatarAttributes(**model.completed_attributes(parsed, seed=seed)[0])
         pair = np.concatenate(
             [
-                views(model.field(planes[0]), s),
+                views(model.field(planes[0], completed.to_dict()), s),  # as a job paints it
                 np.full((s, 8, 3), 255, np.uint8),
                 views(AvatarField(completed, seed), s),
             ],

@@ -121,11 +121,12 @@ def avatar(
             )
         except ValueError as e:
             raise JobError(str(e)) from e
+    completed = model.completed_attributes(attrs, request.seed, len(planes))
     return AvatarResult(
         planes=planes,
-        fields=[model.field(p) for p in planes],
+        fields=[model.field(p, c) for p, c in zip(planes, completed, strict=True)],
         resolved=resolved,
-        completed=model.completed_attributes(attrs, request.seed, len(planes)),
+        completed=completed,
     )
 
 
@@ -252,12 +253,13 @@ def _build_one(
 ) -> dict:
     """One avatar's asset files, in a worker process (one torch thread each)."""
     from core.assets import build_asset
+    from core.avatar.model.avatar_model import paint_for
     from core.avatar.model.triplane import TriplaneConfig, TriplaneDecoder, TriplaneField
 
     torch.set_num_threads(1)
     decoder = TriplaneDecoder(TriplaneConfig(**decoder_cfg))
     decoder.load_state_dict(decoder_state)
-    field = TriplaneField(planes, decoder)
+    field = TriplaneField(planes, decoder, paint=paint_for(attributes))
     asset = build_asset(
         field, dest, options, name="avatar", landmarks=landmark_fitter(field, attributes or {})
     )

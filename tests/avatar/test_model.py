@@ -181,3 +181,28 @@ def test_variation_scales_the_sample_between_the_attribute_mean_and_the_full_sam
     assert torch.allclose(mean[0], model.normalizer.centre(cond)[0], atol=1e-5)
     with pytest.raises(ValueError, match="variation"):
         model.generate(asked, variation=3.0)
+
+
+def test_parts_are_painted_in_the_asked_for_colours_and_eyes_are_left_alone(model):
+    from core.avatar.model.avatar_model import paint_for
+    from core.avatar.vocab.palettes import CLOTH, HAIR
+    from core.avatar.vocab.parts import PART_NAMES
+
+    attrs = {"hair_color": "grey", "clothing_color": "red", "hair_style": "long", "beard": "full"}
+    planes = model.generate(attrs, seed=7, steps=5)
+    full = model.completed_attributes(attrs, 7, 1)[0]
+    bare, painted = model.field(planes[0]), model.field(planes[0], full)
+    mesh = extract_mesh(bare, 64)
+    parts = bare.fine_parts(mesh.vertices)
+    before, after = bare.albedo(mesh.vertices), painted.albedo(mesh.vertices)
+    # Geometry and labels do not change; only colours do.
+    assert np.array_equal(bare.value(mesh.vertices), painted.value(mesh.vertices))
+    for part, target in (("hair", HAIR["grey"]), ("cloth", CLOTH["red"])):
+        sel = parts == PART_NAMES.index(part)
+        assert sel.sum() > 50, part
+        d0 = np.abs(before[sel].mean(0) - target).sum()
+        d1 = np.abs(after[sel].mean(0) - target).sum()
+        assert d1 < 0.35 * d0 + 1e-3, (part, d0, d1)  # 75 % of the way to the palette colour
+    eyes = parts == PART_NAMES.index("eyes")
+    np.testing.assert_array_equal(before[eyes], after[eyes])
+    assert paint_for(None) is None and "eyes" not in paint_for(full)

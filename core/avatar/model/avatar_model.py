@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -263,9 +264,32 @@ class AvatarModel:
         # 4. A base-level sample goes up to the planes' resolution; the centre holds the detail.
         return upsample_planes(roll_in(x), ds) * std + centre
 
-    def field(self, planes: torch.Tensor) -> TriplaneField:
-        """One avatar's planes (3, C, R, R) as a Kiln SDF field."""
-        return TriplaneField(planes, self.decoder)
+    def field(self, planes: torch.Tensor, attributes: Mapping[str, str] | None = None) -> TriplaneField:
+        """One avatar's planes (3, C, R, R) as a Kiln SDF field; with the (completed) ``attributes``
+        it was made with, its parts are painted in their asked-for colours (``paint_for``)."""
+        return TriplaneField(planes, self.decoder, paint=paint_for(attributes))
+
+
+PAINTED_PARTS = ("skin", "lips", "brows", "hair", "beard", "moustache", "glasses", "hat", "cloth")
+"""Parts painted in their palette colour. Not the eyes: an eye is white, iris and pupil, which the
+part labels do not tell apart."""
+
+
+def paint_for(attributes: Mapping[str, str] | None) -> dict | None:
+    """Part -> albedo for an avatar made with ``attributes`` (None: leave the decoded colours).
+
+    The samples' colours drift (grey hair comes out orange-brown even at the attributes' mean),
+    while the decoder's part labels hold; so each labelled part takes the engine's palette colour
+    of the asked-for value (``vocab.palettes.part_colours``), keeping the decoded shading.
+    """
+    if not attributes:
+        return None
+    from core.avatar.vocab.attributes import AvatarAttributes
+    from core.avatar.vocab.palettes import part_colours
+
+    known = {f.name for f in dataclasses.fields(AvatarAttributes)}
+    colours = part_colours(AvatarAttributes(**{k: v for k, v in attributes.items() if k in known}))
+    return {k: colours[k] for k in PAINTED_PARTS}
 
 
 _CACHE: dict[Path, AvatarModel] = {}

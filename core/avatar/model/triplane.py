@@ -14,6 +14,7 @@ points sampled uniformly in the cube and near the surface (no rendering).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -437,6 +438,10 @@ def occupancy_iou(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) ->
 # The asset path's view of a tri-plane.
 
 
+PAINT_STRENGTH = 0.75
+"""How far a painted part's decoded colour moves to the asked-for one (``TriplaneField.paint``)."""
+
+
 class TriplaneField(Field):
     """One avatar's planes + the decoder as a Kiln SDF field (metres, Z up, face towards -Y).
 
@@ -450,7 +455,18 @@ class TriplaneField(Field):
     reaches 2.3 (99.9th percentile 1.4), so extraction skips the grid far from the surface:
     the same mesh on the avatars checked, 4.5x faster at 128^3 (4.2-4.8 s -> 0.9 s)."""
 
-    def __init__(self, planes: torch.Tensor, decoder: TriplaneDecoder, chunk: int = 131072) -> None:
+    def __init__(
+        self,
+        planes: torch.Tensor,
+        decoder: TriplaneDecoder,
+        chunk: int = 131072,
+        paint: dict[str, Any] | None = None,
+        paint_strength: float = PAINT_STRENGTH,
+    ) -> None:
+        """``paint``: part name -> albedo (``vocab.palettes.part_colours`` of the asked-for
+        attributes). Where the decoder labels a point with one of those parts, its decoded colour
+        is blended ``paint_strength`` of the way to it, so the surface takes the colours that
+        were asked for while keeping the decoded shading. Needs a decoder with part labels."""
         from core.avatar.vocab.parts import MATERIALS, PART_NAMES
 
         tc = decoder.cfg
@@ -464,6 +480,12 @@ class TriplaneField(Field):
         self.planes = planes.detach().float()[None]
         self.decoder = decoder.eval()
         self.chunk = chunk
+        self.paint = None
+        if paint and tc.parts:
+            table = torch.full((len(PART_NAMES), 3), float("nan"))
+            for name, rgb in paint.items():
+                table[PART_NAMES.index(name)] = torch.as_tensor(np.asarray(rgb, np.float32))
+            self.paint, self.paint_strength = table, float(paint_strength)
         self.bbox_min = np.full(3, -tc.half_extent, np.float32)
         self.bbox_max = np.full(3, tc.half_extent, np.float32)
 
@@ -490,9 +512,14 @@ class TriplaneField(Field):
         x = np.asarray(points, np.float32).reshape(-1, 3)
         sdfs, rgbs = [], []
         for i in range(0, len(x), self.chunk):
-            s, c = self.decoder(self.planes, torch.from_numpy(x[i : i + self.chunk])[None])
+            s, c, logits = self.decoder.decode_cf(self.planes, torch.from_numpy(x[i : i + self.chunk])[None])
+            c = c[0].T
+            if self.paint is not None:
+                target = self.paint[logits[0].argmax(0)]
+                painted = ~torch.isnan(target[:, 0])
+                c[painted] = torch.lerp(c[painted], target[painted], self.paint_strength)
             sdfs.append(s[0].numpy())
-            rgbs.append(c[0].numpy())
+            rgbs.append(c.numpy())
         if not sdfs:
             return np.zeros(0, np.float32), np.zeros((0, 3), np.float32)
         return np.concatenate(sdfs).astype(np.float32), np.concatenate(rgbs).astype(np.float32)

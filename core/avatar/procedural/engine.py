@@ -14,7 +14,7 @@ import numpy as np
 
 from core.avatar.procedural import sdf
 from core.avatar.vocab.attributes import AvatarAttributes
-from core.avatar.vocab.palettes import CLOTH, EYE_WHITE, FRAME, HAIR, IRIS, PUPIL, SKIN
+from core.avatar.vocab.palettes import IRIS, PUPIL, part_colours
 from core.avatar.vocab.parts import LANDMARK_PARTS, MATERIAL_OF, MATERIALS, PART_NAMES, material_lut
 from core.fields.base import Field
 
@@ -394,25 +394,8 @@ class AvatarField(Field):
         part = self.nearest_part(x)
         rng = np.random.default_rng(self.seed + 104729)
         tint = lambda c: np.clip(np.asarray(c) * (1 + rng.uniform(-0.04, 0.04, 3)), 0, 1)  # noqa: E731
-        skin = tint(SKIN[a.skin_tone])
-        if a.age == "elderly":  # paler, greyer skin
-            skin = 0.85 * skin + 0.15 * np.mean(skin)
-        hair = tint(HAIR[a.hair_color])
-        lip = skin * (
-            np.array([0.88, 0.5, 0.52]) if a.presentation == "feminine" else np.array([0.85, 0.6, 0.58])
-        )
-        colours = {
-            "skin": skin,
-            "lips": lip,
-            "brows": hair if a.hair_style != "bald" else 0.55 * skin,
-            "eyes": EYE_WHITE,
-            "cloth": tint(CLOTH[a.clothing_color]),
-            "hair": hair,
-            "beard": hair,
-            "moustache": hair,
-            "glasses": FRAME.get(a.glasses, (0, 0, 0)),
-            "hat": tint(CLOTH[a.headwear_color]),
-        }
+        colours = part_colours(a, tint)
+        skin, hair = colours["skin"], colours["hair"]
         rgb = np.zeros((len(x), 3), np.float32)
         for i, n in enumerate(PART_NAMES):
             rgb[part == i] = colours[n]

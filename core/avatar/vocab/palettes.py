@@ -42,3 +42,33 @@ CLOTH = {
 FRAME = {"round": (0.62, 0.48, 0.18), "square": (0.06, 0.06, 0.06)}
 EYE_WHITE = (0.95, 0.94, 0.92)
 PUPIL = (0.02, 0.02, 0.02)
+
+
+def part_colours(attrs, tint=None) -> dict:
+    """The albedo of each part (``vocab.parts.PART_NAMES``) of an avatar with ``attrs``.
+
+    ``tint`` (colour -> colour) jitters the skin, hair, cloth and hat colours, in that order (the
+    engine's per-seed tint); without it the palette colours are returned as they are.
+    """
+    import numpy as np
+
+    tint = tint or (lambda c: np.asarray(c, np.float64))
+    skin = tint(SKIN[attrs.skin_tone])
+    if attrs.age == "elderly":  # paler, greyer skin
+        skin = 0.85 * skin + 0.15 * np.mean(skin)
+    hair = tint(HAIR[attrs.hair_color])
+    lip = skin * (
+        np.array([0.88, 0.5, 0.52]) if attrs.presentation == "feminine" else np.array([0.85, 0.6, 0.58])
+    )
+    return {
+        "skin": skin,
+        "lips": lip,
+        "brows": hair if attrs.hair_style != "bald" else 0.55 * skin,
+        "eyes": EYE_WHITE,
+        "cloth": tint(CLOTH[attrs.clothing_color]),
+        "hair": hair,
+        "beard": hair,
+        "moustache": hair,
+        "glasses": FRAME.get(attrs.glasses, (0, 0, 0)),
+        "hat": tint(CLOTH[attrs.headwear_color]),
+    }
