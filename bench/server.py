@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -387,13 +388,15 @@ class RayCluster:
     def stop(self) -> None:
         if self.proc is None:
             return
-        for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-            try:
+        # SIGTERM to its process group, SIGKILL to what is left after 3 s: only this cluster's processes.
+        for sig, wait in ((signal.SIGTERM, 3), (signal.SIGKILL, 10)):
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(wait)
                 break
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                continue
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc = None
         shutil.rmtree(self.tmp, ignore_errors=True)
 

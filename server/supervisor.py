@@ -473,6 +473,11 @@ class Lane:
         if self._proc is not None and self._proc.is_alive():
             return
         if self._proc is not None:
+            # Its last words first: a Ray bridge says why the cluster is down before it exits.
+            conn = self._conn
+            with contextlib.suppress(EOFError, OSError):
+                while conn is not None and conn.poll(0):
+                    self._on_side_message(conn.recv())
             # Died while idle (a broken install, an import that crashes, a Ray cluster that is
             # down): back off so a crash loop does not spin, doubling while it keeps dying young.
             young = time.monotonic() - self._spawned_at < 10.0
