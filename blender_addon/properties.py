@@ -186,9 +186,14 @@ class KILN_PG_settings(bpy.types.PropertyGroup):
     preset: EnumProperty(
         name="Quality",
         items=(
-            ("draft", "Draft", "Fastest; fine on a CPU"),
-            ("standard", "Standard", "Balanced"),
+            ("draft", "Draft", "A first look on a GPU (minutes)"),
+            ("standard", "Standard", "Balanced; wants a GPU"),
             ("high", "High", "Slowest; wants a GPU"),
+            (
+                "cpu",
+                "CPU",
+                "Latent space without the VAE: the fastest on a CPU, still hours with a real model",
+            ),
         ),
         default="draft",
     )

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 JOB_KINDS = ("avatar", "text_to_3d", "photo_avatar")
-PRESETS = ("draft", "standard", "high")
+PRESETS = ("draft", "standard", "high", "cpu")
 PROMPT_MAX_CHARS = 1000
 ACTIVE_STATES = frozenset({"queued", "running"})
 TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})

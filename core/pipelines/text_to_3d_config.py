@@ -15,8 +15,8 @@ from core.render.occupancy import OccupancyConfig
 from core.render.shading import ShadingConfig
 from core.render.volume import RendererConfig
 
-PRESETS = (*JOB_PRESETS, "cpu")
-"""The presets of the engine and its command line: the job contract's, and "cpu" (latent space)."""
+PRESETS = JOB_PRESETS
+"""The presets of the engine and its command line: the job contract's (with "cpu", latent space)."""
 
 
 class TextTo3DError(ValueError):

@@ -72,7 +72,9 @@ def test_seed_is_sent_only_when_fixed():
 
 def test_info_defaults():
     info = ServerInfo.from_dict({"version": "0.1.0", "device": "cuda"})
-    assert info.presets == ("draft", "standard", "high") and info.kinds == () and info.queue_length == 0
+    assert (
+        info.presets == ("draft", "standard", "high", "cpu") and info.kinds == () and info.queue_length == 0
+    )
 
 
 @pytest.mark.parametrize(
