@@ -134,6 +134,20 @@ def _wait_backend(server: ServerProcess, status: str, timeout: float) -> dict:
     raise AssertionError(f"backend not {status} in {timeout} s: {info.get('backend')} {info.get('workers')}")
 
 
+def test_ray_auto_finds_the_cluster_and_sizes_the_pool(cluster: Cluster, server_factory) -> None:
+    # First in the file: the module's ray_server holds both CPUs with its two actors later on.
+    # --ray auto reads RAY_ADDRESS (else the cluster this machine started last), as ray.init does;
+    # without --workers the pool has one slot per job the cluster fits: 2 CPUs / 1 CPU per job.
+    server = server_factory(["--engine", FAST, "--ray", "auto"], {"RAY_ADDRESS": cluster.address}).start()
+    info = _wait_backend(server, "up", 120)
+    assert info["backend"]["address"] == "auto" and len(info["workers"]) == 2
+    with server.client() as c:
+        job = wait_for(c, c.post("/v1/jobs", json={"kind": "fast"}).json()["id"], finished, 60)
+        assert job["state"] == "succeeded", job["error"]
+        record = c.get(f"/v1/jobs/{job['id']}/artifacts/attributes.json").json()
+    assert record["pid"] in {w["pid"] for w in info["workers"]}
+
+
 def test_jobs_run_on_ray_with_valid_artifacts(ray_server: ServerProcess) -> None:
     import trimesh
 
