@@ -9,9 +9,16 @@ _cli_handle = None
 
 
 def _classes() -> tuple:
-    from . import editing, operators, panels, preferences, properties
+    from . import editing, localserver, operators, panels, preferences, properties
 
-    return (*preferences.classes, *properties.classes, *operators.classes, *editing.classes, *panels.classes)
+    return (
+        *preferences.classes,
+        *properties.classes,
+        *operators.classes,
+        *editing.classes,
+        *localserver.classes,
+        *panels.classes,
+    )
 
 
 def register():
@@ -37,8 +44,9 @@ def unregister():
     global _registered, _cli_handle
     import bpy
 
-    from . import operators, previews, properties, runtime
+    from . import localserver, operators, previews, properties, runtime
 
+    localserver.shutdown()  # stops the local server unless "Keep Running" is set
     if _cli_handle is not None:
         bpy.utils.unregister_cli_command(_cli_handle)
         _cli_handle = None

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import bpy
 
-from . import runtime, turntable
+from . import localserver, runtime, turntable
 from .client import KilnError
 from .jobflow import file_stem_from_text
 from .operators import finish_turntable
@@ -101,6 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--image-plane", action="store_true", help="also put the video on a plane")
     gen.add_argument("--blend", default="kiln.blend", help="file name of the saved .blend inside --out")
     gen.add_argument("--server", help="server URL (default: the add-on preferences)")
+    gen.add_argument(
+        "--start-server",
+        action="store_true",
+        help="start a local Kiln server for this batch and stop it after (command: the add-on's "
+        "Local server preference, env KILN_SERVER_PYTHON, the checkout's .venv, or kiln-server)",
+    )
+    gen.add_argument(
+        "--server-data",
+        type=Path,
+        help="with --start-server: the server's data folder, kept (default: a temporary one, removed)",
+    )
     gen.add_argument("--token", help="server token (default: the add-on preferences, then env KILN_TOKEN)")
     gen.add_argument("--timeout", type=float, help="seconds per request")
     gen.add_argument("--poll-interval", type=float, help="seconds between status polls")
@@ -276,12 +287,52 @@ def generate_assets(args: argparse.Namespace, context=None) -> tuple[list[Genera
     return assets, errors
 
 
+def start_batch_server(args: argparse.Namespace) -> localserver.LocalServer:
+    """``--start-server``: a local server for the batch; ``args.server``/``args.token`` point at it."""
+    if args.server:
+        raise CliError("give --server or --start-server, not both")
+    import tempfile
+
+    data_dir = args.server_data or Path(tempfile.mkdtemp(prefix="kiln-server-"))
+    server = localserver.from_preferences(data_dir=data_dir)
+    print(f"kiln: starting a local server ({' '.join(server.command)}, data {server.data_dir})", flush=True)
+    try:
+        st = server.start().wait_ready()
+    except BaseException:
+        stop_batch_server(server, args)
+        raise
+    if st.state != localserver.RUNNING:
+        stop_batch_server(server, args)
+        raise localserver.LocalServerError(st.message)
+    print(f"kiln: local server running at {server.url}", flush=True)
+    args.server, args.token = server.url, server.token
+    return server
+
+
+def stop_batch_server(server: localserver.LocalServer, args: argparse.Namespace) -> None:
+    """Stop it (its workers too); a server that died or did not start shows its log's end."""
+    import shutil
+
+    failed = server.poll(check_health=False) != localserver.RUNNING
+    server.stop()
+    tail = server.log_tail(12)
+    if failed and tail:
+        print("kiln: the local server's log ends with:\n  " + "\n  ".join(tail), file=sys.stderr, flush=True)
+    if args.server_data is None:
+        shutil.rmtree(server.data_dir, ignore_errors=True)
+    else:
+        print(f"kiln: local server stopped (log: {server.log_path})", flush=True)
+
+
 def generate(args: argparse.Namespace) -> int:
     """The ``generate`` command: 0 when every job finished, 1 when any failed, 2 on bad input."""
     # A script that imported the package registers it here and unregisters at the end: a bpy
     # process that exits with panels still registered does not exit.
     registered_here = not hasattr(bpy.types.Scene, "kiln")
+    server = None
     try:
+        if args.start_server:
+            server = start_batch_server(args)
         assets, errors = generate_assets(args)
     except CliError as ex:
         print(f"kiln: error: {ex}", file=sys.stderr, flush=True)
@@ -292,7 +343,12 @@ def generate(args: argparse.Namespace) -> int:
     except (OSError, RuntimeError) as ex:  # e.g. the .blend cannot be saved: a message, not a traceback
         print(f"kiln: error: {ex}", file=sys.stderr, flush=True)
         return 1
+    except localserver.LocalServerError as ex:
+        print(f"kiln: error: {ex}", file=sys.stderr, flush=True)
+        return 1
     finally:
+        if server is not None:  # also on KeyboardInterrupt: no server is left behind
+            stop_batch_server(server, args)
         if registered_here and hasattr(bpy.types.Scene, "kiln"):
             from . import unregister
 

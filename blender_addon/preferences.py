@@ -1,4 +1,4 @@
-"""Add-on preferences: server URL, token, timeouts, output folder; and a client built from them."""
+"""Add-on preferences: server URL, token, timeouts, output folder, the local server; and a client built from them."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import bpy
-from bpy.props import FloatProperty, StringProperty
+from bpy.props import BoolProperty, FloatProperty, StringProperty
 
+from . import localserver
 from .client import DEFAULT_URL, KilnClient, check_online_access
 
 # The add-on's module name, which keys its preferences. Installed as an extension, this
@@ -89,6 +90,36 @@ class KILN_AddonPreferences(bpy.types.AddonPreferences):
         default="",
     )
     status: StringProperty(name="Status", default="", options={"SKIP_SAVE"})
+    use_local_server: BoolProperty(
+        name="Use Local Server",
+        description="Connect to the Kiln server started from Blender (Start Local Server) instead of Server URL",
+        default=False,
+    )
+    local_command: StringProperty(
+        name="Python or Command",
+        description=(
+            "What runs the Kiln server: a Python with Kiln installed (it runs `-m server`) or a command "
+            "such as kiln-server; empty: env KILN_SERVER_PYTHON, the checkout's .venv, or kiln-server on PATH"
+        ),
+        default="",
+    )
+    local_data_dir: StringProperty(
+        name="Data Folder",
+        description="The local server's jobs, files and log (empty: the extension's user folder)",
+        subtype="DIR_PATH",
+        default="",
+    )
+    local_extra_args: StringProperty(
+        name="Extra Arguments",
+        description="More kiln-server flags, e.g. --worker-threads 2 --text-model /models/sd21",
+        default="",
+    )
+    local_keep_running: BoolProperty(
+        name="Keep Running",
+        description="Leave the local server running when Blender quits; the next Start takes it over",
+        default=False,
+        update=lambda self, _context: localserver.set_keep_running(self.local_keep_running),
+    )
 
     def draw(self, context):
         layout = self.layout
@@ -105,16 +136,53 @@ class KILN_AddonPreferences(bpy.types.AddonPreferences):
             layout.label(text=self.status)
         if not bpy.app.online_access:
             layout.label(text="Online access is off: only a server on this computer can be used", icon="INFO")
+        draw_local_server(self, layout)
+
+
+def draw_local_server(prefs, layout) -> None:
+    """The "Local Server" box: settings, Start/Stop, status and the last log lines."""
+    box = layout.box()
+    box.label(text="Local Server", icon="CONSOLE")
+    col = box.column()
+    col.prop(prefs, "use_local_server")
+    col.prop(prefs, "local_command")
+    if not getattr(prefs, "local_command", "").strip():
+        col.label(text=f"Runs: {localserver.describe_command()}")
+    col.prop(prefs, "local_data_dir")
+    col.prop(prefs, "local_extra_args")
+    col.prop(prefs, "local_keep_running")
+    st = localserver.status()
+    row = box.row()
+    if st.state in ("starting", "running"):
+        row.operator("kiln.local_server_stop", icon="CANCEL")
+    else:
+        row.operator("kiln.local_server_start", icon="PLAY")
+    icons = {"running": "CHECKMARK", "starting": "SORTTIME", "died": "ERROR"}
+    box.label(text=st.message, icon=icons.get(st.state, "INFO"))
+    if st.log_tail:
+        log = box.column(align=True)
+        log.scale_y = 0.7
+        for line in st.log_tail[-6:]:
+            log.label(text=line)
 
 
 def client_settings(context=None) -> ClientSettings:
-    """The preferences as plain data, or defaults when the add-on is not enabled."""
+    """The preferences as plain data, or defaults when the add-on is not enabled.
+
+    With "Use Local Server" on and the local server running, its URL and token replace Server
+    URL and Token.
+    """
     context = context or bpy.context
     addon = context.preferences.addons.get(ADDON_ID)
     if addon is None or addon.preferences is None:
         return ClientSettings()
     p = addon.preferences
-    return ClientSettings(p.server_url, p.token, p.timeout, p.poll_interval, p.output_dir)
+    url, token = p.server_url, p.token
+    # "Use Local Server": the URL and fresh token of the server Start Local Server started.
+    local = localserver.current()
+    if p.use_local_server and local is not None and localserver.is_running():
+        url, token = local.url, local.token
+    return ClientSettings(url, token, p.timeout, p.poll_interval, p.output_dir)
 
 
 classes = (KILN_AddonPreferences,)
