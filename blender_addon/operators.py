@@ -12,7 +12,7 @@ from pathlib import Path
 import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
-from . import runtime, turntable
+from . import localserver, runtime, turntable
 from .client import KilnError
 from .importer import kiln_collection
 from .jobflow import file_stem_from_text
@@ -45,6 +45,10 @@ class KILN_OT_generate(bpy.types.Operator):
 
     def execute(self, context):
         settings = context.scene.kiln
+        # 0. Use Local Server is on but it is not running: say so, and the panel offers Start.
+        if localserver.should_offer_start(context):
+            self.report({"ERROR"}, "Kiln: " + localserver.connection_hint("connection refused", context))
+            return {"CANCELLED"}
         # 1. Panel settings -> request; bad input is a message, not a traceback.
         try:
             request = settings.to_request()

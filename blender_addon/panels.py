@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import editing, importer, previews
+from . import editing, importer, localserver, previews
 from .properties import MODE_TO_KIND, vocabulary
 from .protocol import ACTIVE_STATES, kind_info
 
@@ -153,6 +153,10 @@ class VIEW3D_PT_kiln(bpy.types.Panel):
         col.prop(settings, "custom_kind")
         col.prop(settings, "auto_import")
         col.prop(settings, "turntable_after_generate")
+        if localserver.should_offer_start(context):
+            box = layout.box()
+            box.label(text=localserver.status(context).message, icon="ERROR")
+            box.operator("kiln.local_server_start", icon="PLAY")
         layout.operator("kiln.generate", icon="PLAY")
         editing.draw_variant(layout, context)
         last = settings.jobs[-1] if len(settings.jobs) else None

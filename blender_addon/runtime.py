@@ -14,7 +14,7 @@ from pathlib import Path
 
 import bpy
 
-from . import importer
+from . import importer, localserver
 from .client import KilnError
 from .jobflow import JobSpec, JobThread, JobUpdate, file_stem_from_text, run_job_flow
 from .jobregistry import Fields, JobRegistry
@@ -179,7 +179,9 @@ def apply_update(context, scene, item, update: JobUpdate) -> bpy.types.Object | 
     if not update.done:
         return None
     if update.error:
-        item.error = update.error
+        # "connection refused" becomes what to do: the local server is stopped or died, with its log.
+        hint = localserver.connection_hint(update.error)
+        item.error = update.error if hint == update.error else f"{update.error.rstrip('.')}. {hint}"
         if job is None:
             item.state = "failed"
         return None

@@ -127,6 +127,7 @@ def test_draw_code_names_only_real_properties_and_operators(tmp_path):
         "kiln.import_result",
         "kiln.import_video",
         "kiln.job_remove",
+        "kiln.local_server_start",
         "kiln.pin_attribute",
         "kiln.refresh_attributes",
         "kiln.render_turntable",
