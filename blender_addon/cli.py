@@ -191,7 +191,8 @@ def generate_assets(args: argparse.Namespace, context=None) -> tuple[list[Genera
 
     Steps:
         1. Read and check the inputs; raise CliError before any job starts.
-        2. For each prompt/photo: submit, wait, download the GLB into --out, import it.
+        2. Submit every prompt/photo at once; as each finishes, download the GLB into --out and
+           import it.
         3. On --turntable: render the MP4 into --out and add it to the scene's VSE.
         4. Save the .blend into --out.
     """
@@ -240,8 +241,10 @@ def generate_assets(args: argparse.Namespace, context=None) -> tuple[list[Genera
     assets: list[GeneratedAsset] = []
     errors: list[str] = []
     used_stems: set[str] = set()
+    # 2. Every job submitted at once (a server with several workers runs them side by side),
+    # then followed until each has finished and is imported.
+    jobs = []
     for request, photo, label in sources:
-        # 2. One job, blocking.
         stem = file_stem_from_text(label, default="kiln_asset")
         while stem in used_stems:
             stem += "_"
@@ -252,7 +255,12 @@ def generate_assets(args: argparse.Namespace, context=None) -> tuple[list[Genera
         spec = runtime.make_spec(item, request, photo, out)
         spec.file_stem = stem
         print(f"kiln: generating {label!r} ({request.kind})", flush=True)
-        final = runtime.run_blocking(context, scene, item, spec, settings=settings)
+        jobs.append((item.local_id, spec))
+    pairs = [(runtime.find_job(local_id)[1], spec) for local_id, spec in jobs]
+    finals = runtime.run_many(context, scene, pairs, settings=settings)
+    for (_request, _photo, label), (local_id, spec), final in zip(sources, jobs, finals, strict=True):
+        item = runtime.find_job(local_id)[1]
+        stem = spec.file_stem
         obj = bpy.data.objects.get(item.object_name) if item.object_name else None
         if final.error or obj is None:
             errors.append(f"{label}: {final.error or item.error or 'nothing was imported'}")

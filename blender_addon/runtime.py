@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -259,6 +260,51 @@ def run_blocking(context, scene, item, spec: JobSpec, settings=None, verbose: bo
     except KilnError as ex:
         print(f"kiln: {ex}", file=sys.stderr, flush=True)
         return JobUpdate(job=None, error=str(ex), done=True)
+
+
+def run_many(context, scene, jobs: list, settings=None, verbose: bool = True) -> list[JobUpdate]:
+    """Run several jobs at once (background Blender): every job is submitted at the start, so a
+    server with several workers (``--workers``, ``--gpus``, ``--ray``) runs them side by side;
+    updates are applied here on the main thread as they come. ``jobs`` holds (item, spec) pairs;
+    returns each job's final update, in that order. Ctrl-C cancels the jobs still running."""
+    settings = settings or client_settings(context)
+    threads = [
+        (item, JobThread(settings.client(), spec, settings.poll_interval).start()) for item, spec in jobs
+    ]
+    finals: dict[int, JobUpdate] = {}
+    printed: dict[int, str] = {}
+    try:
+        while len(finals) < len(threads):
+            for index, (item, thread) in enumerate(threads):
+                if index in finals:
+                    continue
+                alive = thread.alive  # read before draining, as the pump does
+                for update in thread.drain():
+                    try:
+                        apply_update(context, scene, item, update)
+                    except KilnError as ex:  # an import error on the final update
+                        update = JobUpdate(job=update.job, error=str(ex), done=True)
+                    job = update.job
+                    if verbose and job is not None and not update.done:
+                        label = (item.prompt or item.local_id)[:40]
+                        line = f"kiln: {label}: {job.state} {job.stage} {job.progress:.0%} {job.message}".rstrip()
+                        if line != printed.get(index):
+                            print(line, flush=True)
+                            printed[index] = line
+                    if update.done:
+                        finals[index] = update
+                if not alive and index not in finals:
+                    finals[index] = JobUpdate(
+                        job=None, error="the job follower ended without an answer", done=True
+                    )
+            time.sleep(0.05)
+    except KeyboardInterrupt:
+        for _, thread in threads:
+            thread.cancel()
+        for _, thread in threads:
+            thread.join(10)
+        raise
+    return [finals[i] for i in range(len(threads))]
 
 
 def start_thread(context, item, spec: JobSpec) -> None:

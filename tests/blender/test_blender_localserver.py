@@ -285,7 +285,7 @@ def main():
     if {interrupt!r}:
         def interrupted(*args, **kwargs):
             raise KeyboardInterrupt
-        runtime.run_blocking = interrupted
+        runtime.run_many = interrupted
         try:
             cli.main(argv)
             facts["code"] = "returned"
