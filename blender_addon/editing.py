@@ -221,18 +221,12 @@ class KILN_OT_variant(bpy.types.Operator):
         item.variant_of = obj.name
         item.auto_import = True
         spec = runtime.make_spec(item, request, None, client_settings(context).resolved_output_dir())
-        try:
-            if not runtime.ui_is_live():
-                final = runtime.run_blocking(context, context.scene, item, spec)
-                if final.error:
-                    self.report({"ERROR"}, f"Kiln: {final.error}")
-                    return {"CANCELLED"}
-                return {"FINISHED"}
-            runtime.start_thread(context, item, spec)
-        except KilnError as ex:
-            item.state, item.error = "failed", str(ex)
-            self.report({"ERROR"}, f"Kiln: {ex}")
+        error = runtime.run_or_start(context, item, spec)
+        if error:
+            self.report({"ERROR"}, f"Kiln: {error}")
             return {"CANCELLED"}
+        if not runtime.ui_is_live():
+            return {"FINISHED"}
         self.report({"INFO"}, f"Kiln: making {item.prompt[:60]!r}")
         return {"FINISHED"}
 

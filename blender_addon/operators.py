@@ -74,26 +74,20 @@ class KILN_OT_generate(bpy.types.Operator):
         item.turntable = settings.turntable_after_generate
         spec = runtime.make_spec(item, request, photo, prefs.resolved_output_dir())
         # 3. Run it: inline in background Blender, on a worker thread in the UI.
-        try:
-            if not runtime.ui_is_live():
-                final = runtime.run_blocking(context, context.scene, item, spec)
-                if final.error:
-                    self.report({"ERROR"}, f"Kiln: {final.error}")
-                    return {"CANCELLED"}
-                # As the UI's pump does after an import: "Turntable When Done".
-                obj = bpy.data.objects.get(item.object_name) if item.object_name else None
-                if item.turntable and obj is not None:
-                    try:
-                        render_turntable_blocking(context, obj, default_turntable_path(context, obj))
-                    except (RuntimeError, OSError) as ex:
-                        self.report({"ERROR"}, f"Kiln: imported {obj.name}, but the turntable failed: {ex}")
-                        return {"CANCELLED"}
-                return {"FINISHED"}
-            runtime.start_thread(context, item, spec)
-        except KilnError as ex:
-            item.state, item.error = "failed", str(ex)
-            self.report({"ERROR"}, f"Kiln: {ex}")
+        error = runtime.run_or_start(context, item, spec)
+        if error:
+            self.report({"ERROR"}, f"Kiln: {error}")
             return {"CANCELLED"}
+        if not runtime.ui_is_live():
+            # As the UI's pump does after an import: "Turntable When Done".
+            obj = bpy.data.objects.get(item.object_name) if item.object_name else None
+            if item.turntable and obj is not None:
+                try:
+                    render_turntable_blocking(context, obj, default_turntable_path(context, obj))
+                except (RuntimeError, OSError) as ex:
+                    self.report({"ERROR"}, f"Kiln: imported {obj.name}, but the turntable failed: {ex}")
+                    return {"CANCELLED"}
+            return {"FINISHED"}
         self.report({"INFO"}, f"Kiln: submitted {label[:40]!r}")
         return {"FINISHED"}
 

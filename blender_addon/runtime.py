@@ -307,6 +307,21 @@ def run_many(context, scene, jobs: list, settings=None, verbose: bool = True) ->
     return [finals[i] for i in range(len(threads))]
 
 
+def run_or_start(context, item, spec: JobSpec) -> str:
+    """An operator's job: run to the end here in background Blender, on a worker thread in the UI.
+
+    Returns the error text for the operator to report ("" when none); a job that could not start
+    is marked failed with it."""
+    try:
+        if not ui_is_live():
+            return run_blocking(context, context.scene, item, spec).error
+        start_thread(context, item, spec)
+    except KilnError as ex:
+        item.state, item.error = "failed", str(ex)
+        return str(ex)
+    return ""
+
+
 def start_thread(context, item, spec: JobSpec) -> None:
     """Run the job on a worker thread; the pump timer applies its updates."""
     settings = client_settings(context)
