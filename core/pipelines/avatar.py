@@ -237,8 +237,12 @@ def run_avatar_job(
 
 def landmark_fitter(field: Any, attributes: dict[str, str]) -> Any:
     """The asset path's landmark source for an avatar ``field`` made with ``attributes``: mesh
-    vertices -> ``core.avatar.landmarks.LandmarkEstimate`` (fitted on the surface)."""
+    vertices -> ``core.avatar.landmarks.LandmarkEstimate`` (fitted on the surface, or the fit its
+    attached parts were placed by, ``core.avatar.model.attach``)."""
     from core.avatar.landmarks import estimate_landmarks
+
+    if hasattr(field, "landmark_estimate"):
+        return lambda vertices: field.landmark_estimate()
 
     return lambda vertices: estimate_landmarks(field, vertices, attributes or None)
 
@@ -253,13 +257,13 @@ def _build_one(
 ) -> dict:
     """One avatar's asset files, in a worker process (one torch thread each)."""
     from core.assets import build_asset
-    from core.avatar.model.avatar_model import paint_for
-    from core.avatar.model.triplane import TriplaneConfig, TriplaneDecoder, TriplaneField
+    from core.avatar.model.avatar_model import avatar_field
+    from core.avatar.model.triplane import TriplaneConfig, TriplaneDecoder
 
     torch.set_num_threads(1)
     decoder = TriplaneDecoder(TriplaneConfig(**decoder_cfg))
     decoder.load_state_dict(decoder_state)
-    field = TriplaneField(planes, decoder, paint=paint_for(attributes))
+    field = avatar_field(planes, decoder, attributes)
     asset = build_asset(
         field, dest, options, name="avatar", landmarks=landmark_fitter(field, attributes or {})
     )

@@ -191,7 +191,7 @@ def test_parts_are_painted_in_the_asked_for_colours_and_eyes_are_left_alone(mode
     attrs = {"hair_color": "grey", "clothing_color": "red", "hair_style": "long", "beard": "full"}
     planes = model.generate(attrs, seed=7, steps=5)
     full = model.completed_attributes(attrs, 7, 1)[0]
-    bare, painted = model.field(planes[0]), model.field(planes[0], full)
+    bare, painted = model.field(planes[0]), model.field(planes[0], full, attach=False)
     mesh = extract_mesh(bare, 64)
     parts = bare.fine_parts(mesh.vertices)
     before, after = bare.albedo(mesh.vertices), painted.albedo(mesh.vertices)

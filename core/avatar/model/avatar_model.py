@@ -31,6 +31,7 @@ from core.avatar.vocab.attributes import (
     complete_attributes,
     validate_partial,
 )
+from core.fields.base import Field
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 """Where the repository's trained model lives (model.safetensors + model.json)."""
@@ -264,10 +265,36 @@ class AvatarModel:
         # 4. A base-level sample goes up to the planes' resolution; the centre holds the detail.
         return upsample_planes(roll_in(x), ds) * std + centre
 
-    def field(self, planes: torch.Tensor, attributes: Mapping[str, str] | None = None) -> TriplaneField:
-        """One avatar's planes (3, C, R, R) as a Kiln SDF field; with the (completed) ``attributes``
-        it was made with, its parts are painted in their asked-for colours (``paint_for``)."""
-        return TriplaneField(planes, self.decoder, paint=paint_for(attributes))
+    def field(
+        self, planes: torch.Tensor, attributes: Mapping[str, str] | None = None, attach: bool = True
+    ) -> Field:
+        """One avatar's planes (3, C, R, R) as a Kiln SDF field. Without ``attributes``, the
+        generator's own field. With the (completed) ``attributes`` it was made with, the field a
+        job makes (``avatar_field``): parts painted in their asked-for colours and, with
+        ``attach``, the small parts (eyes, glasses, moustache, brows, lips) from the engine head
+        fitted to the generated face."""
+        return avatar_field(planes, self.decoder, attributes, attach)
+
+
+def avatar_field(
+    planes: torch.Tensor,
+    decoder: TriplaneDecoder,
+    attributes: Mapping[str, str] | None = None,
+    attach: bool = True,
+) -> Field:
+    """The field of one generated avatar as a job makes it (see ``AvatarModel.field``).
+
+    A surface the engine head cannot be fitted to (too little of a head) keeps the painted
+    generator's field, so a job still gets its avatar."""
+    base = TriplaneField(planes, decoder, paint=paint_for(attributes))
+    if not attributes or not attach or not decoder.cfg.parts:
+        return base
+    from core.avatar.model.attach import attach_parts
+
+    try:
+        return attach_parts(base, attributes)
+    except ValueError:
+        return base
 
 
 PAINTED_PARTS = ("skin", "lips", "brows", "hair", "beard", "moustache", "glasses", "hat", "cloth")
@@ -288,7 +315,21 @@ def paint_for(attributes: Mapping[str, str] | None) -> dict | None:
     from core.avatar.vocab.palettes import part_colours
 
     known = {f.name for f in dataclasses.fields(AvatarAttributes)}
-    colours = part_colours(AvatarAttributes(**{k: v for k, v in attributes.items() if k in known}))
+    a = AvatarAttributes(**{k: v for k, v in attributes.items() if k in known})
+    colours = part_colours(a)
+    # A part the attributes leave out that the decoder still labels (a patch of "hat" on the
+    # hair, "beard" on a shaven chin) takes the colour of what is there instead.
+    under_hat = colours["hair"] if a.hair_style != "bald" else colours["skin"]
+    left_out = {
+        "hat": (a.headwear == "none", under_hat),
+        "hair": (a.hair_style == "bald", colours["skin"]),
+        "beard": (a.beard in ("none", "stubble"), colours["skin"]),
+        "moustache": (a.moustache == "none", colours["skin"]),
+        "glasses": (a.glasses == "none", colours["skin"]),
+    }
+    for part, (absent, instead) in left_out.items():
+        if absent:
+            colours[part] = instead
     return {k: colours[k] for k in PAINTED_PARTS}
 
 

@@ -508,12 +508,16 @@ class TriplaneField(Field):
         return np.array(material_lut(), np.int64)[self.fine_parts(points)]
 
     @torch.no_grad()
-    def _decode(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def decode(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """SDF (N,), painted albedo (N, 3) and ``PART_NAMES`` labels (N,) (None without part
+        logits) at ``points`` in one pass of the decoder."""
         x = np.asarray(points, np.float32).reshape(-1, 3)
-        sdfs, rgbs = [], []
+        sdfs, rgbs, labels = [], [], []
         for i in range(0, len(x), self.chunk):
             s, c, logits = self.decoder.decode_cf(self.planes, torch.from_numpy(x[i : i + self.chunk])[None])
             c = c[0].T
+            if logits is not None:
+                labels.append(logits[0].argmax(0).numpy().astype(np.int64))
             if self.paint is not None:
                 target = self.paint[logits[0].argmax(0)]
                 painted = ~torch.isnan(target[:, 0])
@@ -521,8 +525,16 @@ class TriplaneField(Field):
             sdfs.append(s[0].numpy())
             rgbs.append(c.numpy())
         if not sdfs:
-            return np.zeros(0, np.float32), np.zeros((0, 3), np.float32)
-        return np.concatenate(sdfs).astype(np.float32), np.concatenate(rgbs).astype(np.float32)
+            return np.zeros(0, np.float32), np.zeros((0, 3), np.float32), np.zeros(0, np.int64)
+        return (
+            np.concatenate(sdfs).astype(np.float32),
+            np.concatenate(rgbs).astype(np.float32),
+            np.concatenate(labels) if labels else None,
+        )
+
+    def _decode(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        sdf, rgb, _ = self.decode(points)
+        return sdf, rgb
 
     def value(self, points: np.ndarray) -> np.ndarray:
         return self._decode(points)[0]

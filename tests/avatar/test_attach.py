@@ -1,0 +1,89 @@
+"""Small parts from the engine head fitted to a generated face (core/avatar/model/attach.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bench.avatar_parts import FACE_BOX, surface_in_box
+from core.avatar.model import WEIGHTS_DIR, AvatarModel
+from core.avatar.model.attach import AttachedPartsField
+from core.avatar.vocab.palettes import FRAME, IRIS
+from core.avatar.vocab.parts import PART_NAMES
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def model() -> AvatarModel:
+    return AvatarModel.load(WEIGHTS_DIR)
+
+
+def job_field(model: AvatarModel, attrs: dict, seed: int):
+    planes = model.generate(attrs, seed=seed, steps=8)
+    full = model.completed_attributes(attrs, seed, 1)[0]
+    return model.field(planes[0]), model.field(planes[0], full), full
+
+
+def face_surface(field, n=2500, seed=0):
+    (x0, x1), (y0, y1), (z0, z1) = FACE_BOX
+    return surface_in_box(field, (x0, y0, z0), (x1, y1, z1), n, np.random.default_rng(seed))
+
+
+def share(field, pts, part):
+    return float((field.fine_parts(pts) == PART_NAMES.index(part)).mean())
+
+
+def test_asked_for_glasses_moustache_and_iris_are_on_the_face_in_their_colours(model):
+    asked = {"glasses": "round", "moustache": "moustache", "eye_color": "green", "presentation": "masculine"}
+    bare, field, full = job_field(model, asked, seed=5)
+    assert isinstance(field, AttachedPartsField)
+    assert {"eyes", "glasses", "moustache"} <= set(field.attached)
+    pts = face_surface(field, 6000)
+    labels = field.fine_parts(pts)
+    rgb = field.albedo(pts)
+    glasses = labels == PART_NAMES.index("glasses")
+    assert glasses.mean() > 0.02  # a frame, not a speck
+    assert np.abs(rgb[glasses].mean(0) - FRAME["round"]).max() < 0.08
+    assert share(field, pts, "moustache") > 0.002  # the engine's own moustache: 0.006
+    # The iris: eye points that are neither white nor pupil, closest to the asked-for colour.
+    eyes = rgb[labels == PART_NAMES.index("eyes")]
+    ring = eyes[(eyes.max(1) > 0.06) & (eyes.min(1) < 0.75)]
+    assert len(ring) >= 5
+    nearest = min(IRIS, key=lambda k: np.abs(ring.mean(0) - IRIS[k]).sum())
+    assert nearest == "green"
+    # The generated field alone does not show them this well (why they are attached).
+    bare_pts = face_surface(bare)
+    assert share(bare, bare_pts, "moustache") < share(field, pts, "moustache")
+
+
+def test_parts_not_asked_for_are_not_there_even_where_the_generator_labels_them(model):
+    asked = {"glasses": "none", "moustache": "none", "beard": "none", "presentation": "feminine"}
+    _, field, full = job_field(model, asked, seed=11)
+    assert "glasses" not in field.attached and "moustache" not in field.attached
+    pts = face_surface(field)
+    assert share(field, pts, "glasses") == 0.0
+    assert share(field, pts, "moustache") == 0.0
+
+
+def test_the_generated_surface_is_kept_away_from_the_face_and_the_field_is_deterministic(model):
+    bare, field, full = job_field(model, {"glasses": "square", "hair_style": "long"}, seed=3)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-0.3, 0.3, (4000, 3)).astype(np.float32)
+    far = ~field._near(x)
+    assert far.sum() > 3000
+    np.testing.assert_array_equal(field.value(x)[far], bare.value(x)[far])
+    again = job_field(model, {"glasses": "square", "hair_style": "long"}, seed=3)[1]
+    np.testing.assert_array_equal(field.value(x), again.value(x))
+    # The fit the parts were placed by is the rig's landmark source.
+    est = field.landmark_estimate()
+    assert est.method == "fit" and set(est.points) >= {"eye_l", "eye_r", "mouth_l", "chin"}
+    assert np.linalg.norm(est.points["eye_l"] - field.eye_centres[0]) < 1e-6
+
+
+def test_without_attributes_or_with_attach_off_the_field_is_the_generators(model):
+    planes = model.generate({}, seed=1, steps=4)
+    assert not isinstance(model.field(planes[0]), AttachedPartsField)
+    full = model.completed_attributes({}, 1, 1)[0]
+    assert not isinstance(model.field(planes[0], full, attach=False), AttachedPartsField)
