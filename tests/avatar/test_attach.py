@@ -40,19 +40,25 @@ def test_asked_for_glasses_moustache_and_iris_are_on_the_face_in_their_colours(m
     bare, field, full = job_field(model, asked, seed=5)
     assert isinstance(field, AttachedPartsField)
     assert {"eyes", "glasses", "moustache"} <= set(field.attached)
-    pts = face_surface(field, 6000)
+    pts = face_surface(field)
     labels = field.fine_parts(pts)
     rgb = field.albedo(pts)
     glasses = labels == PART_NAMES.index("glasses")
     assert glasses.mean() > 0.02  # a frame, not a speck
     assert np.abs(rgb[glasses].mean(0) - FRAME["round"]).max() < 0.08
     assert share(field, pts, "moustache") > 0.002  # the engine's own moustache: 0.006
-    # The iris: eye points that are neither white nor pupil, closest to the asked-for colour.
-    eyes = rgb[labels == PART_NAMES.index("eyes")]
-    ring = eyes[(eyes.max(1) > 0.06) & (eyes.min(1) < 0.75)]
-    assert len(ring) >= 5
-    nearest = min(IRIS, key=lambda k: np.abs(ring.mean(0) - IRIS[k]).sum())
-    assert nearest == "green"
+    # The iris: points on the front of each eyeball, where the eyeball is the surface, are in
+    # the asked-for colour (after the pupil at the very front).
+    a, b = np.meshgrid(np.linspace(0.2, 0.45, 6), np.linspace(0, 2 * np.pi, 24, endpoint=False))
+    dirs = np.stack([np.sin(a) * np.cos(b), -np.cos(a), np.sin(a) * np.sin(b)], -1).reshape(-1, 3)
+    for c in field.eye_centres:
+        cap = (c + field.eye_radius * dirs).astype(np.float32)
+        on = np.abs(field.value(cap)) < 3e-4
+        assert on.mean() > 0.5  # the front of the eye is not covered
+        colours = field.albedo(cap[on])
+        iris = colours[(colours.max(1) > 0.06) & (colours.min(1) < 0.75)]
+        assert len(iris) > 10
+        assert min(IRIS, key=lambda k: np.abs(iris.mean(0) - IRIS[k]).sum()) == "green"
     # The generated field alone does not show them this well (why they are attached).
     bare_pts = face_surface(bare)
     assert share(bare, bare_pts, "moustache") < share(field, pts, "moustache")
@@ -65,6 +71,19 @@ def test_parts_not_asked_for_are_not_there_even_where_the_generator_labels_them(
     pts = face_surface(field)
     assert share(field, pts, "glasses") == 0.0
     assert share(field, pts, "moustache") == 0.0
+    assert share(field, pts, "beard") == 0.0
+
+
+def test_an_asked_for_beard_is_the_engines_in_the_hair_colour(model):
+    from core.avatar.vocab.palettes import HAIR
+
+    _, field, full = job_field(model, {"beard": "full", "hair_color": "red"}, seed=2)
+    assert "beard" in field.attached
+    pts = face_surface(field)
+    labels = field.fine_parts(pts)
+    beard = labels == PART_NAMES.index("beard")
+    assert beard.mean() > 0.05
+    assert np.abs(field.albedo(pts[beard]).mean(0) - HAIR["red"]).max() < 0.1
 
 
 def test_the_generated_surface_is_kept_away_from_the_face_and_the_field_is_deterministic(model):

@@ -23,15 +23,18 @@ import numpy as np
 
 from core.fields.base import Field
 
-ATTACHED_PARTS: tuple[str, ...] = ("eyes", "glasses", "moustache", "brows", "lips")
+ATTACHED_PARTS: tuple[str, ...] = ("eyes", "glasses", "moustache", "beard", "brows", "lips")
 """Engine parts a generated avatar takes from its fitted engine head (those its attributes have)."""
-REPLACED_PARTS: tuple[str, ...] = ("eyes", "glasses", "moustache")
+REPLACED_PARTS: tuple[str, ...] = ("eyes", "glasses", "moustache", "beard")
 """Where the generator labels its own blurred version of these, its surface gives way to the fitted
 engine's skin (with its eye sockets and lids): no smeared frame behind the exact one, no stray
-moustache when none was asked for."""
+moustache or beard when none was asked for."""
+STRAY_CLOTH = 0.008
+"""Generated surface labelled cloth within this distance (metres) of an attached beard is the
+generator's beard mislabelled (blotches of shirt colour in it); it gives way like the beard."""
 SOCKET = 0.0015
 """Metres of clearance carved into the generated surface around each eyeball (the socket line)."""
-MOUTH_PARTS: tuple[str, ...] = ("lips", "moustache")
+MOUTH_PARTS: tuple[str, ...] = ("lips", "moustache", "beard")
 """Parts placed by the depth of the generated face at the mouth; the rest by its depth at the brows."""
 MAX_GAP = 0.006
 """Largest depth correction (metres) between the fitted engine face and the generated one."""
@@ -61,18 +64,22 @@ class AttachedPartsField(Field):
         self.attached = tuple(p for p in ATTACHED_PARTS if p in probe)
         self._owners = (*self.attached, "skin")
         self._replaced = [PART_NAMES.index(p) for p in REPLACED_PARTS]
+        self._cloth = PART_NAMES.index("cloth")
         P = engine.p
         H, R = np.asarray(P.head_center, np.float32), np.asarray(P.head_radii, np.float32)
         # Every attached part lies within the head's width, from the glasses' plane in front of
         # the face back to the ears, and from the mouth to the brows.
-        self._lo = H + np.array([-(R[0] + 0.02), -(R[1] + 0.04), -0.09], np.float32)
-        self._hi = H + np.array([R[0] + 0.02, 0.02, 0.08], np.float32)
+        self._lo = H + np.array([-(R[0] + 0.04), -(R[1] + 0.04), -0.18], np.float32)
+        self._hi = H + np.array([R[0] + 0.04, 0.04, 0.08], np.float32)
         # The fit matches the whole head; the generated face can still sit a millimetre or two
         # in front of or behind the engine's at the brows or the mouth (a blurred nose and
         # mouth stick out). Parts there move by that depth gap, so a moustache or lips are
         # neither buried in the face nor floating in front of it.
         self._mouth_z = float(H[2] - 0.052 - P.sag)
-        self.gap_eyes = self._depth_gap([(s * 0.032, float(H[2]) + 0.047) for s in (1, -1)])
+        # Anchors on bare skin: the cheeks under the eyes and beside the mouth (a hat brim or a
+        # fringe can cover the brows, a smeared frame the eyes).
+        z_eye = float(H[2]) + 0.02
+        self.gap_eyes = self._depth_gap([(s * 0.032, z_eye - 0.025) for s in (1, -1)] + [(0.0, z_eye)])
         self.gap_mouth = self._depth_gap(
             [(0.0, self._mouth_z + 0.008), (0.012, self._mouth_z), (-0.012, self._mouth_z)]
         )
@@ -81,14 +88,23 @@ class AttachedPartsField(Field):
         self.eye_radius = float(P.eye_radius)
 
     def _depth_gap(self, anchors: list[tuple[float, float]]) -> float:
-        """Median over (x, z) anchors of (generated face front - engine skin front) along Y (metres)."""
+        """Median over (x, z) anchors of (generated face front - engine skin front) along Y
+        (metres), from anchors where the generated front is labelled skin or lips."""
+        from core.avatar.vocab.parts import PART_NAMES
+
+        skin = [PART_NAMES.index("skin"), PART_NAMES.index("lips")]
         ys = np.arange(-0.25, 0.02, 2.5e-4, dtype=np.float32)
         gaps = []
         for x, z in anchors:
             line = np.stack([np.full_like(ys, x), ys, np.full_like(ys, z)], 1)
-            b, k = np.asarray(self.base.value(line)) < 0, self.engine.parts(line)["skin"] < 0
-            if b.any() and k.any():
-                gaps.append(float(ys[np.argmax(b)] - ys[np.argmax(k)]))
+            d, _, labels = self._base(line, False)
+            b, k = d < 0, self.engine.parts(line)["skin"] < 0
+            if not (b.any() and k.any()):
+                continue
+            front = int(np.argmax(b))
+            if labels is not None and labels[front] not in skin:
+                continue
+            gaps.append(float(ys[front] - ys[np.argmax(k)]))
         return float(np.clip(np.median(gaps), -MAX_GAP, MAX_GAP)) if gaps else 0.0
 
     # --- evaluation ---------------------------------------------------------------------
@@ -120,7 +136,7 @@ class AttachedPartsField(Field):
             return d, rgb, labels, owner
         xn = x[near]
         parts = self.engine.parts(xn - np.array([0.0, self.gap_eyes, 0.0], np.float32))
-        band = np.abs(xn[:, 2] - self._mouth_z) < 0.035
+        band = xn[:, 2] < self._mouth_z + 0.035  # below the nose
         mouth = np.nonzero(band)[0]
         for p in MOUTH_PARTS:
             if p in parts:
@@ -134,6 +150,8 @@ class AttachedPartsField(Field):
         replaced = np.zeros(len(xn), bool)
         if labels is not None:
             replaced = np.isin(labels[near], self._replaced)
+            if "beard" in parts:  # the generator's "clothes" poking through its own beard
+                replaced |= (labels[near] == self._cloth) & (parts["beard"] < STRAY_CLOTH)
             dn = np.where(replaced, parts["skin"], dn)
         if "eyes" in parts:  # a socket, so the eyeball shows through a face that covers it
             ball = np.min(
