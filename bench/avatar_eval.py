@@ -303,22 +303,32 @@ def part_section(model: AvatarModel, args, scale: float, truths, cached) -> dict
         k = min(args.n_ceiling, len(data["planes"]))
         Xf = np.stack([part_reading(model.field(p.float()), rng)["descriptor"] for p in data["planes"][:k]])
         fitted = clf.accuracy(Xf, [AvatarAttributes.from_indices(r.tolist()) for r in data["attrs"][:k]])
-    hits: dict[str, list[np.ndarray]] = {"template": [], "paraphrase": []}
-    masks: dict[str, list[np.ndarray]] = {"template": [], "paraphrase": []}
-    for kind in hits:
+    kinds = ("template", "paraphrase")
+    hits: dict[str, list[np.ndarray]] = {k: [] for k in (*kinds, "template_job", "paraphrase_job")}
+    masks: dict[str, list[np.ndarray]] = {k: [] for k in hits}
+    for kind in kinds:
         for i, truth in enumerate(truths):
             text = describe(truth) if kind == "template" else describe(truth, np.random.default_rng([7, i]))
             parsed = parse_prompt(text).attributes
             p = model.generate(parsed, seed=100 + i, guidance_scale=scale, steps=args.steps)[0]
+            want = np.array(truth.indices())
+            mask = np.array([n in parsed and applies(n, truth) for n in ATTRIBUTE_NAMES])
             pred = clf.predict(part_reading(model.field(p), rng)["descriptor"][None])[0]
-            hits[kind].append(pred == np.array(truth.indices()))
-            masks[kind].append(np.array([n in parsed and applies(n, truth) for n in ATTRIBUTE_NAMES]))
+            hits[kind].append(pred == want)
+            masks[kind].append(mask)
+            # As a job makes it: parts painted, the small parts from the fitted engine head.
+            full = model.completed_attributes(parsed, 100 + i, 1)[0]
+            pred = clf.predict(part_reading(model.field(p, full), rng)["descriptor"][None])[0]
+            hits[f"{kind}_job"].append(pred == want)
+            masks[f"{kind}_job"].append(mask)
     out: dict = {"attributes": {}}
     print(
         "part-by-part read-back (bench.avatar_parts), on the attributes each prompt names; ratio = / engine"
     )
+    print("  generated = the generator's own field; job = as a job makes it (painted, small parts attached)")
     print(
         f"  {'attribute':15s} {'engine':>7s} {'fitted':>7s} {'template':>9s} {'ratio':>6s} {'paraphrase':>11s} {'ratio':>6s}"
+        f" {'job tmpl':>9s} {'ratio':>6s} {'job para':>9s} {'ratio':>6s}"
     )
     for name in PART_ATTRIBUTES:
         a = ATTRIBUTE_NAMES.index(name)
@@ -336,6 +346,8 @@ def part_section(model: AvatarModel, args, scale: float, truths, cached) -> dict
         print(
             f"  {name:15s} {f(row['engine_ceiling']):>7s} {f(row['fitted_planes']):>7s} {f(row['template']):>9s} {f(row['template_ratio']):>6s}"
             f" {f(row['paraphrase']):>11s} {f(row['paraphrase_ratio']):>6s}"
+            f" {f(row['template_job']):>9s} {f(row['template_job_ratio']):>6s}"
+            f" {f(row['paraphrase_job']):>9s} {f(row['paraphrase_job_ratio']):>6s}"
         )
 
     def facial(prompts: tuple[str, ...], total: int) -> dict:
@@ -392,6 +404,9 @@ def main(argv: list[str] | None = None) -> int:
         "--smooth", type=float, default=None, help="blur of sampled planes (default: the model's)"
     )
     ap.add_argument("--variation", type=float, default=None, help="sample variation (default: the model's)")
+    ap.add_argument(
+        "--surface-smooth", type=float, default=None, help="blur of the whole planes (default: the model's)"
+    )
     ap.add_argument("--speed-batch", type=int, default=16, help="batch size of the batch timing (0 = skip)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is faster on a busy CPU)")
     ap.add_argument(
@@ -417,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
         model.meta["default_smooth"] = args.smooth
     if args.variation is not None:
         model.meta["default_variation"] = args.variation
+    if args.surface_smooth is not None:
+        model.meta["default_surface_smooth"] = args.surface_smooth
     rng = np.random.default_rng(0)
     report: dict = {
         "n": args.n,
@@ -424,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         "ddim_steps": args.steps,
         "smooth": model.default_smooth,
         "variation": model.default_variation,
+        "surface_smooth": model.default_surface_smooth,
         "complete_unspecified": model.complete_unspecified,
     }
     t_all = time.perf_counter()
@@ -570,7 +588,9 @@ def main(argv: list[str] | None = None) -> int:
         t, c = time.perf_counter(), cpu_seconds()
         p = model.generate({"hair_style": "bob"}, seed=1, guidance_scale=scale, steps=args.steps)
         t_sample = time.perf_counter() - t
-        res = build_asset(model.field(p[0]), Path(tmp) / "one", opts, name="avatar")
+        full = model.completed_attributes({"hair_style": "bob"}, 1, 1)[0]
+        field = model.field(p[0], full)  # as a job makes it: painted, small parts attached
+        res = build_asset(field, Path(tmp) / "one", opts, name="avatar")
         t_one = time.perf_counter() - t
         # CPU seconds of this process and its finished children: about what the wall time
         # would be on an otherwise idle core (the shared CPU here is heavily oversubscribed).

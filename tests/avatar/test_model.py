@@ -171,9 +171,9 @@ def test_variation_scales_the_sample_between_the_attribute_mean_and_the_full_sam
     if model.normalizer.effects is None:
         pytest.skip("the shipped model has no attribute means")
     asked = {"hair_style": "bun", "clothing": "hoodie"}
-    full = model.generate(asked, seed=2, steps=5, variation=1.0, smooth=0.0)
-    half = model.generate(asked, seed=2, steps=5, variation=0.5, smooth=0.0)
-    mean = model.generate(asked, seed=2, steps=5, variation=0.0, smooth=0.0)
+    full = model.generate(asked, seed=2, steps=5, variation=1.0, smooth=0.0, surface_smooth=0.0)
+    half = model.generate(asked, seed=2, steps=5, variation=0.5, smooth=0.0, surface_smooth=0.0)
+    mean = model.generate(asked, seed=2, steps=5, variation=0.0, smooth=0.0, surface_smooth=0.0)
     assert torch.allclose(half, (full + mean) / 2, atol=1e-4)
     cond = torch.from_numpy(
         np.stack([condition_from_partial(r) for r in model.completed_attributes(asked, 2, 1)])
@@ -206,3 +206,18 @@ def test_parts_are_painted_in_the_asked_for_colours_and_eyes_are_left_alone(mode
     eyes = parts == PART_NAMES.index("eyes")
     np.testing.assert_array_equal(before[eyes], after[eyes])
     assert paint_for(None) is None and "eyes" not in paint_for(full)
+
+
+def test_surface_smoothing_takes_the_texel_lumps_off_the_whole_planes(model):
+    asked = {"hair_style": "short", "glasses": "round"}
+    raw = model.generate(asked, seed=4, steps=5, surface_smooth=0.0)
+    smooth = model.generate(asked, seed=4, steps=5, surface_smooth=0.75)
+
+    def tv(p: torch.Tensor) -> float:
+        return float((p[..., 1:, :] - p[..., :-1, :]).abs().mean() + (p[..., 1:] - p[..., :-1]).abs().mean())
+
+    assert tv(smooth) < 0.8 * tv(raw)
+    assert torch.allclose(smooth.mean(dim=(-1, -2)), raw.mean(dim=(-1, -2)), atol=0.02)
+    assert model.default_surface_smooth == 0.75  # the shipped model's, from model.json
+    with pytest.raises(ValueError, match="surface_smooth"):
+        model.generate(asked, surface_smooth=9.0)

@@ -52,6 +52,11 @@ noise, which shows as lumps and colour speckles; sigma 0.5 brings it back to the
 level (measured: TV 0.055 -> 0.027, fitted planes 0.029). 0 disables."""
 
 
+DEFAULT_SURFACE_SMOOTH = 0.0
+"""Gaussian sigma (texels) applied to the whole generated planes of a model whose model.json names
+none (``default_surface_smooth``): off, as the models before it were evaluated."""
+
+
 def smooth_planes(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of rolled-out planes (B, C, R, 3R), each plane on its own (edges replicated)."""
     if sigma <= 0:
@@ -150,6 +155,11 @@ class AvatarModel:
         return float(self.meta.get("default_smooth", DEFAULT_SMOOTH))
 
     @property
+    def default_surface_smooth(self) -> float:
+        """The blur of the whole generated planes (``model.json``), else DEFAULT_SURFACE_SMOOTH."""
+        return float(self.meta.get("default_surface_smooth", DEFAULT_SURFACE_SMOOTH))
+
+    @property
     def plane_shape(self) -> tuple[int, int, int, int]:
         c = self.decoder.cfg
         return (3, c.channels, c.resolution, c.resolution)
@@ -203,6 +213,7 @@ class AvatarModel:
         smooth: float | None = None,
         complete: bool | None = None,
         variation: float | None = None,
+        surface_smooth: float | None = None,
     ) -> torch.Tensor:
         """Sample tri-planes for (possibly partial) attributes.
 
@@ -221,6 +232,11 @@ class AvatarModel:
             variation: scale of the sampled deviation from the attributes' mean, 0 .. 1.5: 0 gives
                 the mean avatar of the (completed) attributes, 1 the full sample; None = the
                 model's ``default_variation``. Only models centred on attribute means have one.
+            surface_smooth: Gaussian sigma in texels for the whole planes, attribute mean
+                included (0 = none, None = the model's ``default_surface_smooth``). The mean of
+                noisy fitted planes leaves texel-sized lumps and streaks on the surface; 0.75
+                smooths them away while the hair keeps its locks. The small facial parts a job
+                attaches (``core.avatar.model.attach``) do not depend on it.
 
         Returns:
             (n, 3, C, R, R) planes for ``field``.
@@ -236,6 +252,10 @@ class AvatarModel:
             smooth = self.default_smooth
         if variation is None:
             variation = self.default_variation
+        if surface_smooth is None:
+            surface_smooth = self.default_surface_smooth
+        if not 0.0 <= float(surface_smooth) <= 4.0:
+            raise ValueError(f"surface_smooth must be between 0 and 4 texels, got {surface_smooth}")
         if not 0.0 <= float(variation) <= 1.5:
             raise ValueError(f"variation must be between 0 and 1.5, got {variation}")
         if not 1.0 <= float(guidance_scale) <= 10.0:
@@ -263,7 +283,11 @@ class AvatarModel:
         if norm.effects is not None:
             x = float(variation) * x
         # 4. A base-level sample goes up to the planes' resolution; the centre holds the detail.
-        return upsample_planes(roll_in(x), ds) * std + centre
+        planes = upsample_planes(roll_in(x), ds) * std + centre
+        # 5. Without the texel-sized lumps of the mean of noisy fitted planes.
+        if surface_smooth > 0:
+            planes = roll_in(smooth_planes(roll_out(planes), float(surface_smooth)))
+        return planes
 
     def field(
         self, planes: torch.Tensor, attributes: Mapping[str, str] | None = None, attach: bool = True

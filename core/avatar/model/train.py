@@ -477,6 +477,7 @@ def export(
     name: str = "model",
     default_guidance: float | None = None,
     default_smooth: float | None = None,
+    default_surface_smooth: float | None = None,
     complete_unspecified: bool = False,
     default_variation: float | None = None,
 ) -> Path:
@@ -508,6 +509,11 @@ def export(
         "attributes": list(ATTRIBUTE_NAMES),
         **({} if default_guidance is None else {"default_guidance": float(default_guidance)}),
         **({} if default_smooth is None else {"default_smooth": float(default_smooth)}),
+        **(
+            {}
+            if default_surface_smooth is None
+            else {"default_surface_smooth": float(default_surface_smooth)}
+        ),
         **({"complete_unspecified": True} if complete_unspecified else {}),
         **({} if default_variation is None else {"default_variation": float(default_variation)}),
         "training": {
@@ -572,6 +578,12 @@ def main(argv: list[str] | None = None) -> int:
         "--guidance", type=float, default=None, help="export: the guidance scale requests get by default"
     )
     ap.add_argument("--smooth", type=float, default=None, help="export: the default blur of sampled planes")
+    ap.add_argument(
+        "--surface-smooth",
+        type=float,
+        default=None,
+        help="export: the default blur of the whole generated planes",
+    )
     ap.add_argument("--variation", type=float, default=None, help="export: the default sample variation")
     ap.add_argument(
         "--complete",
@@ -595,6 +607,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out,
             default_guidance=args.guidance,
             default_smooth=args.smooth,
+            default_surface_smooth=args.surface_smooth,
             complete_unspecified=args.complete,
             default_variation=args.variation,
         )
