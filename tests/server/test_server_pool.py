@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -193,3 +195,74 @@ def test_gpus_pin_each_worker(server_factory) -> None:
             assert wait_for(c, job_id, finished, 60)["state"] == "succeeded"
             seen.add(c.get(f"/v1/jobs/{job_id}/artifacts/attributes.json").json()["cuda_visible_devices"])
         assert seen <= {"5", "7"} and seen
+
+
+# -- a batch gains from the pool with no change on the client's side (issue 14, item 3) -----------
+
+
+def test_addon_batch_of_avatars_runs_side_by_side_on_two_workers(server_factory, avatar_model) -> None:
+    """The add-on's batch (``runtime.run_many``) starts one ``JobThread`` per prompt at once; this
+    drives the same client code without Blender's scene and checks a 2-worker server overlaps them."""
+    from blender_addon.client import KilnClient
+    from blender_addon.jobflow import JobSpec, JobThread, JobUpdate
+    from blender_addon.protocol import JobRequest, OutputOptions
+
+    args = [
+        "--avatar-weights",
+        str(avatar_model),
+        "--kinds",
+        "avatar",
+        "--workers",
+        "2",
+        "--worker-threads",
+        "1",
+    ]
+    server = server_factory(args).start()
+    out = private_tmp()
+    # As the batch builds its requests (blender_addon/cli.py: no server-side turntable).
+    output = OutputOptions(resolution=64, texture_size=256, turntable_frames=0)
+    prompts = ["a woman with a red bob", "an old man with a grey beard", "a boy with a cap", "a bald man"]
+    threads = [
+        JobThread(
+            KilnClient(server.base_url),
+            JobSpec(request=JobRequest("avatar", p, seed=i, output=output), out_dir=out, file_stem=f"a{i}"),
+            poll_interval=0.2,
+        ).start()
+        for i, p in enumerate(prompts)
+    ]
+    finals: dict[int, JobUpdate] = {}
+    both_busy: set[tuple[int, str]] = set()  # (worker index, job id) seen while both workers ran
+    deadline = time.monotonic() + 120
+    try:
+        with server.client() as c:
+            while len(finals) < len(threads) and time.monotonic() < deadline:
+                for i, thread in enumerate(threads):
+                    finals.update((i, u) for u in thread.drain() if u.done)
+                info = c.get("/v1/info").json()
+                running = [(w["index"], w["running"]) for w in info["workers"] if w["running"]]
+                if len(running) == 2:
+                    both_busy.update(running)
+                time.sleep(0.1)
+            assert len(finals) == len(threads), f"batch not done in time: {len(finals)}/{len(threads)}"
+            assert all(u.ok for u in finals.values()), [u.error for u in finals.values()]
+            assert all(u.files["asset.glb"].read_bytes()[:4] == b"glTF" for u in finals.values())
+            jobs = [c.get(f"/v1/jobs/{finals[i].job.id}").json() for i in range(len(threads))]
+            workers = c.get("/v1/info").json()["workers"]
+    finally:
+        for thread in threads:
+            thread.cancel()  # only those still running (a batch that timed out)
+        shutil.rmtree(out, ignore_errors=True)
+    # Two jobs of the batch ran at the same time (the server's own clock) ...
+    spans = [
+        (datetime.fromisoformat(j["started_at"]), datetime.fromisoformat(j["finished_at"])) for j in jobs
+    ]
+    overlaps = [
+        (a, b)
+        for a in range(len(spans))
+        for b in range(a)
+        if spans[a][0] < spans[b][1] and spans[b][0] < spans[a][1]
+    ]
+    assert overlaps, spans
+    # ... on different workers, and each worker ran some of the four.
+    assert {index for index, _ in both_busy} == {0, 1}, both_busy
+    assert [w["jobs_run"] > 0 for w in workers] == [True, True] and sum(w["jobs_run"] for w in workers) == 4
