@@ -11,9 +11,10 @@ Starts `python -m server` on a free loopback port with a temp data folder, then:
    back; reports p50/p95/p99/max client-side and the server's own time (Server-Timing).
 
 3. throughput (issue 14): 16 avatar jobs at --worker-threads 1, one local worker against two
-   (target >= 1.7x), then the same 16 jobs through a local Ray cluster (``ray start --head``, two
-   CPUs, in its own process group and temp folder) with two slots: overhead per job over the
-   local pool (target <= 0.5 s). Times are the server's clock: last finished_at - first created_at.
+   (target >= 1.7x), then the same 16 jobs through a local Ray cluster with two slots
+   (server/ray_local.py: ``ray start --head`` on 127.0.0.1, two CPUs, its own process group and
+   temp folder): overhead per job over the local pool (target <= 0.5 s). Times are the server's
+   clock: last finished_at - first created_at.
 
 Usage: .venv/bin/python bench/server.py [--seconds 10] [--pollers 50] [--interval 0.5] [--kind slow]
        [--workers 2] [--jobs 16] [--no-throughput] [--no-ray]
@@ -24,11 +25,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -289,12 +288,18 @@ def main() -> None:
     )
     if args.no_ray:
         return
-    cluster = RayCluster()
+    sys.path.insert(0, str(REPO))  # run as a script: the checkout is not on the path
+    from server.ray_local import LocalCluster
+
+    cluster = LocalCluster(cpus=2)
     try:
-        cluster.start()
+        try:
+            cluster.start()
+        except RuntimeError as exc:
+            raise SystemExit(str(exc)) from None
         ray = throughput(args.jobs, ["--workers", "2", "--ray", cluster.address], timeout=600)
     finally:
-        cluster.stop()
+        cluster.close()
     print(
         f"  Ray, 2 slots on a local 2-CPU cluster: {ray['wall']:.1f} s ({ray['per_job']:.2f} s per job run); "
         f"overhead per job over 2 local workers: {(ray['wall'] - two['wall']) / args.jobs:+.2f} s of wall time, "
@@ -345,60 +350,6 @@ def throughput(jobs: int, extra: list[str], timeout: float = 600) -> dict[str, f
     end = max(parse_time(j["finished_at"]) for j in done)
     runs = [parse_time(j["finished_at"]) - parse_time(j["started_at"]) for j in done]
     return {"wall": end - start, "per_job": statistics.mean(runs), "used": used}
-
-
-class RayCluster:
-    """A local Ray head node (two CPUs, loopback) in its own process group and temp folder."""
-
-    def __init__(self) -> None:
-        self.tmp = Path(tempfile.mkdtemp(prefix="kray-", dir="/tmp"))  # short: unix socket paths
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        cmd = [
-            str(Path(sys.executable).with_name("ray")),
-            "start",
-            "--head",
-            "--block",
-            "--node-ip-address=127.0.0.1",
-            f"--port={self.port}",
-            "--num-cpus=2",
-            "--num-gpus=0",
-            f"--temp-dir={self.tmp}",
-            "--include-dashboard=false",
-            "--disable-usage-stats",
-        ]
-        log = open(self.tmp / "ray-start.log", "ab")  # noqa: SIM115 - the child writes it
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if "Ray runtime started" in (self.tmp / "ray-start.log").read_text(errors="replace"):
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.2)
-        self.stop()
-        raise SystemExit("the Ray cluster did not start; see " + str(self.tmp / "ray-start.log"))
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        # SIGTERM to its process group, SIGKILL to what is left after 3 s: only this cluster's processes.
-        for sig, wait in ((signal.SIGTERM, 3), (signal.SIGKILL, 10)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(wait)
-                break
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc = None
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

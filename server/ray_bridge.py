@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from server.ray_local import LOOPBACK_ENV, is_loopback
+
 RAY_DOWN_EXIT = 69
 """Exit status of a bridge whose Ray cluster does not answer (EX_UNAVAILABLE)."""
 HEALTH_S = 1.0
@@ -84,6 +86,12 @@ def _connect(opts: dict[str, Any]) -> tuple[Any, str]:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # A driver whose cluster is gone is killed by Ray after this long; the lane then reconnects.
     os.environ.setdefault("RAY_gcs_rpc_server_reconnect_timeout_s", "5")
+    given = os.environ.get("RAY_ADDRESS", "") if opts["address"] == "auto" else opts["address"]
+    if is_loopback(given):
+        # Connect by 127.0.0.1 itself: Ray would swap it for this machine's routable address,
+        # where a loopback-only cluster does not listen (server/ray_local.py). Before ray is imported.
+        for name, value in LOOPBACK_ENV.items():
+            os.environ.setdefault(name, value)
     address = _gcs_address(opts["address"])
     _check_gcs(address)
     import ray

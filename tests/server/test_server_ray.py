@@ -1,109 +1,40 @@
 """The Ray backend (issue 14): a local Ray cluster on loopback, started and stopped by these tests.
 
-The cluster is ``ray start --head --block`` with two CPUs in a temp folder, in its own process
-group, so stopping it ends exactly its processes (never another session's Ray). The tests run in
+The cluster is server/ray_local.py's ``LocalCluster`` (``ray start --head --block`` with two CPUs
+on 127.0.0.1, in a temp folder and its own process group, so stopping it ends exactly its
+processes, never another session's Ray); bench/server.py starts the same one. The tests run in
 order: the last one stops the cluster under running jobs, then starts it again.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("ray", reason="ray is not installed: pip install -r requirements.txt -c constraints.txt")
 
-from tests.server.harness import FAST, SLOW, ServerProcess, finished, free_port, private_tmp, wait_for
+from server.ray_local import LocalCluster
+from tests.server.harness import FAST, SLOW, ServerProcess, finished, private_tmp, wait_for
 
 pytestmark = pytest.mark.slow
 RAY_ENV = {"KILN_SLOW_STEPS": "6", "KILN_SLOW_STEP_S": "0.3"}
 CLUSTER_START_S = 60.0
 
 
-class Cluster:
-    """One local Ray head node with two CPUs, in its own process group and temp folder."""
-
-    def __init__(self) -> None:
-        # Short: Ray's unix socket paths must fit in 107 bytes.
-        self.tmp = Path(tempfile.mkdtemp(prefix="kray-", dir="/tmp"))
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> Cluster:
-        ray_cli = str(Path(sys.executable).with_name("ray"))
-        cmd = [
-            ray_cli,
-            "start",
-            "--head",
-            "--block",
-            "--node-ip-address=127.0.0.1",
-            f"--port={self.port}",
-            "--num-cpus=2",
-            "--num-gpus=0",
-            f"--temp-dir={self.tmp}",
-            "--include-dashboard=false",
-            "--disable-usage-stats",
-        ]
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-        with open(self.tmp / "ray-start.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
-        deadline = time.monotonic() + CLUSTER_START_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ray start exited with {self.proc.returncode}:\n{self.log()}")
-            if "Ray runtime started" in self.log():
-                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 1):
-                    return self
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"the Ray cluster did not start in {CLUSTER_START_S} s:\n{self.log()}")
-
-    def log(self) -> str:
-        path = self.tmp / "ray-start.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def stop(self) -> None:
-        """End the cluster at once, as an outage would: SIGTERM to its process group, then SIGKILL
-        to whatever is left of it after 3 s (only this cluster's processes: never ``ray stop``)."""
-        if self.proc is None:
-            return
-        for sig, wait in ((signal.SIGTERM, 3), (signal.SIGKILL, 10)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(wait)
-                break
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)  # the leader is gone; anything left of its group
-        self.proc = None
-
-
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    c = Cluster().start()
+def cluster() -> Iterator[LocalCluster]:
+    c = LocalCluster(cpus=2).start(CLUSTER_START_S)
     yield c
-    c.stop()
-    shutil.rmtree(c.tmp, ignore_errors=True)
+    c.close()
 
 
 @pytest.fixture(scope="module")
-def ray_server(cluster: Cluster) -> Iterator[ServerProcess]:
+def ray_server(cluster: LocalCluster) -> Iterator[ServerProcess]:
     tmp = private_tmp()
     args = [
         "--engine",
@@ -134,7 +65,7 @@ def _wait_backend(server: ServerProcess, status: str, timeout: float) -> dict:
     raise AssertionError(f"backend not {status} in {timeout} s: {info.get('backend')} {info.get('workers')}")
 
 
-def test_ray_auto_finds_the_cluster_and_sizes_the_pool(cluster: Cluster, server_factory) -> None:
+def test_ray_auto_finds_the_cluster_and_sizes_the_pool(cluster: LocalCluster, server_factory) -> None:
     # First in the file: the module's ray_server holds both CPUs with its two actors later on.
     # --ray auto reads RAY_ADDRESS (else the cluster this machine started last), as ray.init does;
     # without --workers the pool has one slot per job the cluster fits: 2 CPUs / 1 CPU per job.
@@ -155,6 +86,8 @@ def test_jobs_run_on_ray_with_valid_artifacts(ray_server: ServerProcess) -> None
     assert info["backend"]["kind"] == "ray" and info["backend"]["address"].startswith("127.0.0.1:")
     actors = {w["pid"] for w in info["workers"]}
     assert len(info["workers"]) == 2 and all(w["backend"] == "ray" and w["node"] for w in info["workers"])
+    # The node advertises loopback, not this machine's routable address: nothing listens outside it.
+    assert all(w["node"].startswith("127.0.0.1 ") for w in info["workers"]), info["workers"]
     local = {ray_server.proc.pid, info["worker_pid"]}  # the server and its bridge: not where jobs run
     with ray_server.client() as c:
         ids = [
@@ -201,7 +134,9 @@ def test_killed_ray_worker_resumes_its_job(ray_server: ServerProcess) -> None:
     assert "requeued: the Ray worker running it died" in ray_server.log()
 
 
-def test_cluster_down_is_reported_and_no_job_is_lost(cluster: Cluster, ray_server: ServerProcess) -> None:
+def test_cluster_down_is_reported_and_no_job_is_lost(
+    cluster: LocalCluster, ray_server: ServerProcess
+) -> None:
     _wait_backend(ray_server, "up", 60)
     with ray_server.client() as c:
         ids = [
