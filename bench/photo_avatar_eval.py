@@ -197,13 +197,15 @@ def roundtrip(n: int, seed: int, size: int, weights: Path | None = None) -> dict
         t_model += time.perf_counter() - t0
         back = read(model.field(planes[0]), i)
         full = model.completed_attributes(asked, seed=i)[0]
-        painted_back = read(model.field(planes[0], full), i)  # as a job makes it (parts painted)
+        painted_back = read(model.field(planes[0], full, attach=False), i)  # parts painted only
+        job_back = read(model.field(planes[0], full), i)  # as a job makes it: painted, parts attached
         completed = AvatarAttributes(**full)
         engine_back = read(AvatarField(completed, seed=i), i)
         for k, v in asked.items():
             per_attr[k]["asked"] += 1
             per_attr[k]["model"] += back.get(k) == v
             per_attr[k]["painted"] += painted_back.get(k) == v
+            per_attr[k]["job"] += job_back.get(k) == v
             per_attr[k]["engine"] += engine_back.get(k) == v
         totals["photos"] += 1
     asked = sum(c["asked"] for c in per_attr.values())
@@ -212,6 +214,7 @@ def roundtrip(n: int, seed: int, size: int, weights: Path | None = None) -> dict
         "readings": asked,
         "model_back": sum(c["model"] for c in per_attr.values()) / max(asked, 1),
         "painted_back": sum(c["painted"] for c in per_attr.values()) / max(asked, 1),
+        "job_back": sum(c["job"] for c in per_attr.values()) / max(asked, 1),
         "engine_back": sum(c["engine"] for c in per_attr.values()) / max(asked, 1),
         "generate_s": t_model / max(totals["photos"], 1),
         "attributes": {
@@ -219,6 +222,7 @@ def roundtrip(n: int, seed: int, size: int, weights: Path | None = None) -> dict
                 "asked": c["asked"],
                 "model": c["model"] / c["asked"],
                 "painted": c["painted"] / c["asked"],
+                "job": c["job"] / c["asked"],
                 "engine": c["engine"] / c["asked"],
             }
             for k, c in sorted(per_attr.items())
@@ -226,6 +230,7 @@ def roundtrip(n: int, seed: int, size: int, weights: Path | None = None) -> dict
     }
     out["ratio"] = out["model_back"] / out["engine_back"] if out["engine_back"] else None
     out["painted_ratio"] = out["painted_back"] / out["engine_back"] if out["engine_back"] else None
+    out["job_ratio"] = out["job_back"] / out["engine_back"] if out["engine_back"] else None
     return out
 
 
@@ -330,13 +335,15 @@ def main() -> None:
             f"round trip: {rt['photos']} photos, {rt['readings']} readings; given back by the model's avatar "
             f"{rt['model_back']:.2f}, by the engine's (ceiling) {rt['engine_back']:.2f}, ratio "
             + ("-" if rt["ratio"] is None else f"{rt['ratio']:.2f}")
-            + f"; with its parts painted as a job paints them {rt['painted_back']:.2f}"
+            + f"; with its parts painted {rt['painted_back']:.2f}"
             + ("" if rt["painted_ratio"] is None else f" (ratio {rt['painted_ratio']:.2f})")
+            + f"; as a job makes it (painted, small parts attached) {rt['job_back']:.2f}"
+            + ("" if rt["job_ratio"] is None else f" (ratio {rt['job_ratio']:.2f})")
         )
         for k, r in rt["attributes"].items():
             print(
                 f"  {k:15s} n {r['asked']:3d}  model {r['model']:.2f}  painted {r['painted']:.2f}  "
-                f"engine {r['engine']:.2f}"
+                f"job {r['job']:.2f}  engine {r['engine']:.2f}"
             )
     if not args.skip_glb:
         report["photo_to_glb"] = photo_to_glb()
