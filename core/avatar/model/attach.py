@@ -1,14 +1,16 @@
-"""Small facial parts made exactly, fitted to a generated face: eyes, glasses, moustache, brows, lips.
+"""Small facial parts made exactly, fitted to a generated face: eyes, glasses, moustache, beard,
+brows, lips.
 
-At 64² the generated tri-planes hold a head, hair, a beard and clothes, but not what is a few
-millimetres across: the samples' irises, frames and moustaches wash out (part read-back of
+At 64² the generated tri-planes hold a head, hair and clothes, but not what is a few
+millimetres across: the samples' irises, frames and moustaches wash out, and their beards are
+blotchy (part read-back of
 glasses 0.38-0.62, moustache 0.00, eye colour 0.34 against the engine's 0.71-1.00;
 ``bench/avatar_parts.py``). The engine knows these parts exactly and where they sit on a face
 of given proportions. So a job fits the engine's head to the generated surface (the same fit
 the rig's landmarks come from, ``core.avatar.landmarks.fit_engine``) and takes those parts from
 the fitted engine: the generated surface is carved around each eye and the exact parts are
-added, with their own colours (the asked-for iris, frame, moustache) and part labels. Everything
-else (the head's shape, hair, beard, hat, clothes) stays the generator's.
+added, with their own colours (the asked-for iris, frame, moustache, beard) and part labels.
+Everything else (the head's shape, hair, hat, clothes) stays the generator's.
 
 This is how character pipelines build heads anyway (eyeballs and glasses are separate assets on
 a sculpted head), and it gives the artist clean material slots to recolour or hide.
@@ -67,12 +69,13 @@ class AttachedPartsField(Field):
         self._cloth = PART_NAMES.index("cloth")
         P = engine.p
         H, R = np.asarray(P.head_center, np.float32), np.asarray(P.head_radii, np.float32)
-        # Every attached part lies within the head's width, from the glasses' plane in front of
-        # the face back to the ears, and from the mouth to the brows.
+        # Every attached part lies within the head's width (glasses' temples to the ears), from
+        # the glasses' plane in front of the face to behind the ears, and from the beard's lower
+        # edge to above the brows.
         self._lo = H + np.array([-(R[0] + 0.04), -(R[1] + 0.04), -0.18], np.float32)
         self._hi = H + np.array([R[0] + 0.04, 0.04, 0.08], np.float32)
         # The fit matches the whole head; the generated face can still sit a millimetre or two
-        # in front of or behind the engine's at the brows or the mouth (a blurred nose and
+        # in front of or behind the engine's around the eyes or at the mouth (a blurred nose and
         # mouth stick out). Parts there move by that depth gap, so a moustache or lips are
         # neither buried in the face nor floating in front of it.
         self._mouth_z = float(H[2] - 0.052 - P.sag)
