@@ -234,6 +234,11 @@ def make_spec(item, request: JobRequest | None, photo: Path | None, out_root: Pa
     )
 
 
+def progress_line(label: str, job) -> str:
+    """One job's progress as background Blender prints it."""
+    return f"kiln: {label[:40]}: {job.state} {job.stage} {job.progress:.0%} {job.message}".rstrip()
+
+
 def run_blocking(context, scene, item, spec: JobSpec, settings=None, verbose: bool = True) -> JobUpdate:
     """Run the job inline (background Blender), applying updates as they come.
 
@@ -248,8 +253,7 @@ def run_blocking(context, scene, item, spec: JobSpec, settings=None, verbose: bo
     def on_update(update: JobUpdate) -> None:
         apply_update(context, scene, item, update)
         if verbose and update.job is not None and not update.done:
-            job = update.job
-            line = f"kiln: {label[:40]}: {job.state} {job.stage} {job.progress:.0%} {job.message}".rstrip()
+            line = progress_line(label, update.job)
             if line != printed[0]:
                 print(line, flush=True)
                 printed[0] = line
@@ -284,10 +288,8 @@ def run_many(context, scene, jobs: list, settings=None, verbose: bool = True) ->
                         apply_update(context, scene, item, update)
                     except KilnError as ex:  # an import error on the final update
                         update = JobUpdate(job=update.job, error=str(ex), done=True)
-                    job = update.job
-                    if verbose and job is not None and not update.done:
-                        label = (item.prompt or item.local_id)[:40]
-                        line = f"kiln: {label}: {job.state} {job.stage} {job.progress:.0%} {job.message}".rstrip()
+                    if verbose and update.job is not None and not update.done:
+                        line = progress_line(item.prompt or item.local_id, update.job)
                         if line != printed.get(index):
                             print(line, flush=True)
                             printed[index] = line

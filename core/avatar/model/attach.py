@@ -184,26 +184,30 @@ class AttachedPartsField(Field):
         dy = np.where(np.isin(names, MOUTH_PARTS), self.gap_mouth, self.gap_eyes).astype(np.float32)
         return x - dy[:, None] * np.array([0, 1, 0], np.float32)
 
-    def albedo(self, points: np.ndarray) -> np.ndarray:
+    def _engine_at_owned(self, points: np.ndarray, need_rgb: bool):
+        """``_compose`` at points, plus where the engine makes the surface (``mine``) and the
+        points to ask the engine about there (moved back by their part's depth gap)."""
         x = np.asarray(points, np.float32).reshape(-1, 3)
-        _, rgb, _, owner = self._compose(x, need_rgb=True)
-        rgb = rgb.copy()
+        _, rgb, labels, owner = self._compose(x, need_rgb)
         mine = owner >= 0
+        return rgb, labels, mine, self._engine_points(x[mine], owner[mine])
+
+    def albedo(self, points: np.ndarray) -> np.ndarray:
+        rgb, _, mine, at = self._engine_at_owned(points, need_rgb=True)
+        rgb = rgb.copy()
         if mine.any():
-            rgb[mine] = self.engine.albedo(self._engine_points(x[mine], owner[mine]))
+            rgb[mine] = self.engine.albedo(at)
         return rgb
 
     def fine_parts(self, points: np.ndarray) -> np.ndarray:
         """Index into ``PART_NAMES`` at each point: the engine's where its parts make the surface
         (an eyeball's top under the engine's lid is skin, as on an engine avatar)."""
-        x = np.asarray(points, np.float32).reshape(-1, 3)
-        _, _, labels, owner = self._compose(x)
+        _, labels, mine, at = self._engine_at_owned(points, need_rgb=False)
         if labels is None:
             raise NotImplementedError("the generated field has no part labels")
         labels = labels.copy()
-        mine = owner >= 0
         if mine.any():
-            labels[mine] = self.engine.nearest_part(self._engine_points(x[mine], owner[mine]))
+            labels[mine] = self.engine.nearest_part(at)
         return labels
 
     def part_labels(self, points: np.ndarray) -> np.ndarray:

@@ -494,12 +494,7 @@ class TriplaneField(Field):
         """Index into ``vocab.parts.PART_NAMES`` of the decoder's most likely part at each point."""
         if not self.decoder.cfg.parts:
             raise NotImplementedError("this decoder predicts no part labels (model v3 or older)")
-        x = np.asarray(points, np.float32).reshape(-1, 3)
-        out = [
-            self.decoder.decode_cf(self.planes, torch.from_numpy(x[i : i + self.chunk])[None])[2][0].argmax(0)
-            for i in range(0, len(x), self.chunk)
-        ]
-        return torch.cat(out).numpy().astype(np.int64) if out else np.zeros(0, np.int64)
+        return self.decode(points)[2]
 
     def part_labels(self, points: np.ndarray) -> np.ndarray:
         """Index into ``part_names`` (the material slots) at each point."""
@@ -516,10 +511,11 @@ class TriplaneField(Field):
         for i in range(0, len(x), self.chunk):
             s, c, logits = self.decoder.decode_cf(self.planes, torch.from_numpy(x[i : i + self.chunk])[None])
             c = c[0].T
-            if logits is not None:
-                labels.append(logits[0].argmax(0).numpy().astype(np.int64))
+            part = None if logits is None else logits[0].argmax(0)
+            if part is not None:
+                labels.append(part.numpy().astype(np.int64))
             if self.paint is not None:
-                target = self.paint[logits[0].argmax(0)]
+                target = self.paint[part]
                 painted = ~torch.isnan(target[:, 0])
                 c[painted] = torch.lerp(c[painted], target[painted], self.paint_strength)
             sdfs.append(s[0].numpy())
@@ -532,12 +528,8 @@ class TriplaneField(Field):
             np.concatenate(labels) if labels else None,
         )
 
-    def _decode(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        sdf, rgb, _ = self.decode(points)
-        return sdf, rgb
-
     def value(self, points: np.ndarray) -> np.ndarray:
-        return self._decode(points)[0]
+        return self.decode(points)[0]
 
     def albedo(self, points: np.ndarray) -> np.ndarray:
-        return self._decode(points)[1]
+        return self.decode(points)[1]
