@@ -106,3 +106,31 @@ def test_without_attributes_or_with_attach_off_the_field_is_the_generators(model
     assert not isinstance(model.field(planes[0]), AttachedPartsField)
     full = model.completed_attributes({}, 1, 1)[0]
     assert not isinstance(model.field(planes[0], full, attach=False), AttachedPartsField)
+
+
+def test_a_generated_brim_hanging_over_the_eyes_gives_way_to_the_face(model):
+    # The shipped generator learnt beanies from an engine whose cuff covered the eyes: its
+    # beanie still hangs over them. The job's avatar shows the eyes and brows under it.
+    from core.avatar.procedural.engine import hat_edge
+
+    bare, field, full = job_field(model, {"headwear": "beanie", "hair_style": "short"}, seed=0)
+    assert full["headwear"] == "beanie"
+
+    def first_hit(f, x, z):
+        ys = np.arange(-0.2, 0.0, 2.5e-4, dtype=np.float32)
+        line = np.stack([np.full_like(ys, x), ys, np.full_like(ys, z)], 1)
+        k = int(np.argmax(f.value(line) < 0))
+        return PART_NAMES[f.fine_parts(line[k : k + 1])[0]]
+
+    for c in field.eye_centres:
+        assert first_hit(bare, c[0], c[2]) == "hat"  # what the generator alone shows
+        assert first_hit(field, c[0], c[2]) == "eyes"
+    # No hat below the engine's hat line in front of the face; the hat is still on the head.
+    pts = face_surface(field)
+    labels = field.fine_parts(pts)
+    head = field.engine.p.head_center
+    front = pts[:, 1] < field._front_y
+    brim = head[2] + hat_edge("beanie", pts[:, 1] - head[1]) - 0.001
+    low_hat = (labels == PART_NAMES.index("hat")) & front & (pts[:, 2] < brim)
+    assert not low_hat.any()
+    assert share(field, pts, "hat") > 0.02

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from core.avatar.procedural.engine import hat_edge
 from core.fields.base import Field
 
 ATTACHED_PARTS: tuple[str, ...] = ("eyes", "glasses", "moustache", "beard", "brows", "lips")
@@ -34,6 +35,12 @@ moustache or beard when none was asked for."""
 STRAY_CLOTH = 0.008
 """Generated surface labelled cloth within this distance (metres) of an attached beard is the
 generator's beard mislabelled (blotches of shirt colour in it); it gives way like the beard."""
+FRINGE_RISE = 0.018
+"""Metres above the eye centres of the lowest fringe on the engine's faces (a bob's ends 22 mm
+above them). Generated surface in front of the face labelled hair below that, or hat below the
+fitted engine's hat edge (``hat_edge``, above the brows), is the generator's blurred fringe or
+brim hanging over the brows and eyes (its beanies hid the eyes of every beanie avatar); it gives
+way to the fitted engine's skin."""
 SOCKET = 0.0015
 """Metres of clearance carved into the generated surface around each eyeball (the socket line)."""
 MOUTH_PARTS: tuple[str, ...] = ("lips", "moustache", "beard")
@@ -67,6 +74,7 @@ class AttachedPartsField(Field):
         self._owners = (*self.attached, "skin")
         self._replaced = [PART_NAMES.index(p) for p in REPLACED_PARTS]
         self._cloth = PART_NAMES.index("cloth")
+        self._hat, self._hair = PART_NAMES.index("hat"), PART_NAMES.index("hair")
         P = engine.p
         H, R = np.asarray(P.head_center, np.float32), np.asarray(P.head_radii, np.float32)
         # Every attached part lies within the head's width (glasses' temples to the ears), from
@@ -89,6 +97,16 @@ class AttachedPartsField(Field):
         shift = np.array([0.0, self.gap_eyes, 0.0], np.float32)
         self.eye_centres = [np.asarray(c, np.float32) + shift for c in engine.eye_centres]
         self.eye_radius = float(P.eye_radius)
+        self._front_y = float(H[1] - 0.5 * R[1])
+        self._head_y, self._head_z = float(H[1]), float(H[2])
+        eye_z = float(np.mean([c[2] for c in self.eye_centres]))
+        self._fringe_z = eye_z + FRINGE_RISE
+        self._headwear = engine.attrs.headwear
+
+    def _face_front(self, x: np.ndarray) -> np.ndarray:
+        """Whether each point is in front of the face (where the engine's side hair never
+        reaches) and above the mouth."""
+        return (x[:, 1] < self._front_y) & (x[:, 2] > self._mouth_z)
 
     def _depth_gap(self, anchors: list[tuple[float, float]]) -> float:
         """Median over (x, z) anchors of (generated face front - engine skin front) along Y
@@ -155,6 +173,11 @@ class AttachedPartsField(Field):
             replaced = np.isin(labels[near], self._replaced)
             if "beard" in parts:  # the generator's "clothes" poking through its own beard
                 replaced |= (labels[near] == self._cloth) & (parts["beard"] < STRAY_CLOTH)
+            front = self._face_front(xn)
+            ln, z = labels[near], xn[:, 2]
+            brim = self._head_z + hat_edge(self._headwear, xn[:, 1] - self._head_y)
+            replaced |= front & (ln == self._hat) & (z < brim)
+            replaced |= front & (ln == self._hair) & (z < self._fringe_z)
             dn = np.where(replaced, parts["skin"], dn)
         if "eyes" in parts:  # a socket, so the eyeball shows through a face that covers it
             ball = np.min(

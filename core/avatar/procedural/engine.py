@@ -20,6 +20,21 @@ from core.fields.base import Field
 
 HALF_EXTENT = 0.32
 """The avatar lives in the cube [-HALF_EXTENT, HALF_EXTENT]^3 (metres), the bust's base at its floor."""
+HAT_EDGE = 0.056
+"""Height (metres above the head centre) of a hat's lower edge at the front: just above the
+brows' arch (0.043-0.053), so a cap or beanie never hides the brows or eyes. Hats sit lower at
+the back (``HAT_BACK``), over the hair, as they are worn."""
+HAT_BACK = {"cap": 0.035, "beanie": 0.012}
+"""Height of a hat's lower edge at the back of the head (metres above the head centre)."""
+
+
+def hat_edge(headwear: str, rel_y: np.ndarray) -> np.ndarray:
+    """Height (metres above the head centre) of the lower edge of a hat of kind ``headwear`` at
+    depth ``rel_y`` from the head centre (negative in front): ``HAT_EDGE`` at the face, falling
+    to ``HAT_BACK`` behind. A head without a hat gets the front height everywhere."""
+    back = 0.5 + 0.5 * np.tanh(np.asarray(rel_y, np.float32) / 0.04)
+    return (HAT_EDGE + (HAT_BACK.get(headwear, HAT_EDGE) - HAT_EDGE) * back).astype(np.float32)
+
 
 __all__ = ["LANDMARK_PARTS", "MATERIALS", "MATERIAL_OF", "PART_NAMES", "AvatarField", "proportions"]
 
@@ -314,21 +329,23 @@ class AvatarField(Field):
                 )
             parts["glasses"] = g
 
-        # 7. Headwear: hats sit on top of the hair, so their size follows its thickness.
+        # 7. Headwear: hats sit on top of the hair, so their size follows its thickness; the
+        # lower edge runs from above the brows at the front to HAT_BACK behind.
+        edge = hat_edge(a.headwear, rel[:, 1])
         if a.headwear == "cap":
-            crown = sdf.intersect(
-                sdf.ellipsoid(x, H + [0, 0.004, 0.006], R + thick + 0.01), 0.035 - rel[:, 2]
-            )
+            crown = sdf.intersect(sdf.ellipsoid(x, H + [0, 0.004, 0.006], R + thick + 0.01), edge - rel[:, 2])
             brim = sdf.intersect(
-                sdf.ellipsoid(x, H + [0, -R[1] - 0.015, 0.045], [0.07, 0.06, 0.006]), rel[:, 1] + R[1] * 0.6
+                sdf.ellipsoid(x, H + [0, -R[1] - 0.015, HAT_EDGE + 0.007], [0.07, 0.06, 0.006]),
+                rel[:, 1] + R[1] * 0.6,
             )
             parts["hat"] = np.minimum(crown, brim)
         elif a.headwear == "beanie":
             crown = sdf.intersect(
-                sdf.ellipsoid(x, H + [0, 0.004, 0.012], R + thick + 0.014), 0.012 - rel[:, 2]
+                sdf.ellipsoid(x, H + [0, 0.004, 0.012], R + thick + 0.014), edge - rel[:, 2]
             )
             cuff = sdf.intersect(
-                sdf.ellipsoid(x, H + [0, 0.004, 0.0], R + thick + 0.022), np.abs(rel[:, 2] - 0.027) - 0.015
+                sdf.ellipsoid(x, H + [0, 0.004, 0.0], R + thick + 0.022),
+                np.abs(rel[:, 2] - (edge + 0.015)) - 0.015,
             )
             parts["hat"] = np.minimum(crown, cuff)
         return {n: parts[n].astype(np.float32) for n in PART_NAMES if n in parts}
