@@ -45,6 +45,8 @@ SOCKET = 0.0015
 """Metres of clearance carved into the generated surface around each eyeball (the socket line)."""
 MOUTH_PARTS: tuple[str, ...] = ("lips", "moustache", "beard")
 """Parts placed by the depth of the generated face at the mouth; the rest by its depth at the brows."""
+NOSE_RISE = 0.035
+"""Metres above the mouth of the nose's base: below it, mouth parts follow the mouth's depth gap."""
 MAX_GAP = 0.006
 """Largest depth correction (metres) between the fitted engine face and the generated one."""
 FIT_RESOLUTION = 64
@@ -105,8 +107,9 @@ class AttachedPartsField(Field):
 
     def _face_front(self, x: np.ndarray) -> np.ndarray:
         """Whether each point is in front of the face (where the engine's side hair never
-        reaches) and above the mouth."""
-        return (x[:, 1] < self._front_y) & (x[:, 2] > self._mouth_z)
+        reaches) and above the nose (below it, parts follow the mouth's depth gap, and engine
+        skin placed by the brows' gap could bury an attached moustache)."""
+        return (x[:, 1] < self._front_y) & (x[:, 2] > self._mouth_z + NOSE_RISE)
 
     def _depth_gap(self, anchors: list[tuple[float, float]]) -> float:
         """Median over (x, z) anchors of (generated face front - engine skin front) along Y
@@ -157,7 +160,7 @@ class AttachedPartsField(Field):
             return d, rgb, labels, owner
         xn = x[near]
         parts = self.engine.parts(xn - np.array([0.0, self.gap_eyes, 0.0], np.float32))
-        band = xn[:, 2] < self._mouth_z + 0.035  # below the nose
+        band = xn[:, 2] < self._mouth_z + NOSE_RISE
         mouth = np.nonzero(band)[0]
         for p in MOUTH_PARTS:
             if p in parts:
