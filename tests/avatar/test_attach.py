@@ -134,3 +134,22 @@ def test_a_generated_brim_hanging_over_the_eyes_gives_way_to_the_face(model):
     low_hat = (labels == PART_NAMES.index("hat")) & front & (pts[:, 2] < brim)
     assert not low_hat.any()
     assert share(field, pts, "hat") > 0.02
+
+
+def test_asked_for_stubble_darkens_the_jaw_as_on_the_engines_faces(model):
+    from core.avatar.vocab.palettes import HAIR
+
+    def jaw_colour(attrs):
+        _, field, _ = job_field(model, attrs, seed=4)
+        pts = face_surface(field)
+        rel = pts - field.engine.p.head_center
+        jaw = (rel[:, 2] < -0.05) & (rel[:, 2] > -0.1) & (rel[:, 1] < -0.03)
+        skin = field.fine_parts(pts) == PART_NAMES.index("skin")
+        assert (jaw & skin).sum() > 30
+        return field.albedo(pts[jaw & skin]).mean(0)
+
+    asked = {"hair_color": "black", "skin_tone": "light", "presentation": "masculine", "moustache": "none"}
+    shaven, stubble = jaw_colour({**asked, "beard": "none"}), jaw_colour({**asked, "beard": "stubble"})
+    black = np.asarray(HAIR["black"])
+    # 45 % of the way to the hair colour, like the engine's jaw
+    np.testing.assert_allclose(stubble, 0.55 * shaven + 0.45 * black, atol=0.05)

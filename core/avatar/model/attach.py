@@ -77,6 +77,12 @@ class AttachedPartsField(Field):
         self._replaced = [PART_NAMES.index(p) for p in REPLACED_PARTS]
         self._cloth = PART_NAMES.index("cloth")
         self._hat, self._hair = PART_NAMES.index("hat"), PART_NAMES.index("hair")
+        self._skin = PART_NAMES.index("skin")
+        self._stubble = None
+        if engine.attrs.beard == "stubble":
+            from core.avatar.vocab.palettes import part_colours
+
+            self._stubble = np.asarray(part_colours(engine.attrs)["hair"], np.float32)
         P = engine.p
         H, R = np.asarray(P.head_center, np.float32), np.asarray(P.head_radii, np.float32)
         # Every attached part lies within the head's width (glasses' temples to the ears), from
@@ -101,6 +107,7 @@ class AttachedPartsField(Field):
         self.eye_radius = float(P.eye_radius)
         self._front_y = float(H[1] - 0.5 * R[1])
         self._head_y, self._head_z = float(H[1]), float(H[2])
+        self._head = H
         eye_z = float(np.mean([c[2] for c in self.eye_centres]))
         self._fringe_z = eye_z + FRINGE_RISE
         self._headwear = engine.attrs.headwear
@@ -219,8 +226,17 @@ class AttachedPartsField(Field):
         return rgb, labels, mine, self._engine_points(x[mine], owner[mine])
 
     def albedo(self, points: np.ndarray) -> np.ndarray:
-        rgb, _, mine, at = self._engine_at_owned(points, need_rgb=True)
+        x = np.asarray(points, np.float32).reshape(-1, 3)
+        rgb, labels, mine, at = self._engine_at_owned(x, need_rgb=True)
         rgb = rgb.copy()
+        if self._stubble is not None and labels is not None:
+            # Stubble is a colour on the jaw and chin, as on the engine's faces (the painted
+            # generated skin would lose it).
+            rel = x - self._head
+            sag = self.engine.p.sag
+            jaw = (rel[:, 2] < -0.03 - sag) & (rel[:, 2] > -0.135 - sag) & (rel[:, 1] < 0.02)
+            on = jaw & (labels == self._skin) & ~mine
+            rgb[on] = 0.55 * rgb[on] + 0.45 * self._stubble
         if mine.any():
             rgb[mine] = self.engine.albedo(at)
         return rgb
