@@ -23,7 +23,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from core.avatar.procedural.engine import hat_edge
+from core.avatar.procedural.engine import STUBBLE_SHARE, hat_edge, stubble_area
 from core.fields.base import Field
 
 ATTACHED_PARTS: tuple[str, ...] = ("eyes", "glasses", "moustache", "beard", "brows", "lips")
@@ -232,11 +232,8 @@ class AttachedPartsField(Field):
         if self._stubble is not None and labels is not None:
             # Stubble is a colour on the jaw and chin, as on the engine's faces (the painted
             # generated skin would lose it).
-            rel = x - self._head
-            sag = self.engine.p.sag
-            jaw = (rel[:, 2] < -0.03 - sag) & (rel[:, 2] > -0.135 - sag) & (rel[:, 1] < 0.02)
-            on = jaw & (labels == self._skin) & ~mine
-            rgb[on] = 0.55 * rgb[on] + 0.45 * self._stubble
+            on = stubble_area(x - self._head, self.engine.p.sag) & (labels == self._skin) & ~mine
+            rgb[on] = (1 - STUBBLE_SHARE) * rgb[on] + STUBBLE_SHARE * self._stubble
         if mine.any():
             rgb[mine] = self.engine.albedo(at)
         return rgb

@@ -28,6 +28,16 @@ HAT_BACK = {"cap": 0.035, "beanie": 0.012}
 """Height of a hat's lower edge at the back of the head (metres above the head centre)."""
 
 
+STUBBLE_SHARE = 0.45
+"""How far stubble takes the jaw's skin colour towards the hair colour."""
+
+
+def stubble_area(rel: np.ndarray, sag: float) -> np.ndarray:
+    """Which points (``rel``: (N, 3) from the head centre) stubble colours: the jaw and chin,
+    bounded below so the neck keeps its skin colour (``sag``: the face's lower-third drop)."""
+    return (rel[:, 2] < -0.03 - sag) & (rel[:, 2] > -0.135 - sag) & (rel[:, 1] < 0.02)
+
+
 def hat_edge(headwear: str, rel_y: np.ndarray) -> np.ndarray:
     """Height (metres above the head centre) of the lower edge of a hat of kind ``headwear`` at
     depth ``rel_y`` from the head centre (negative in front): ``HAT_EDGE`` at the face, falling
@@ -419,9 +429,7 @@ class AvatarField(Field):
 
         is_skin = part == PART_NAMES.index("skin")
         if a.beard == "stubble":
-            # jaw and chin only: bounded below so the neck keeps its skin colour
-            lower = (rel[:, 2] < -0.03 - P.sag) & (rel[:, 2] > -0.135 - P.sag) & (rel[:, 1] < 0.02)
-            rgb[is_skin & lower] = 0.55 * skin + 0.45 * hair
+            rgb[is_skin & stubble_area(rel, P.sag)] = (1 - STUBBLE_SHARE) * skin + STUBBLE_SHARE * hair
         if a.age == "elderly":
             forehead = (rel[:, 2] > 0.058) & (rel[:, 2] < 0.085) & (rel[:, 1] < -0.04)
             lines = forehead & (np.sin(rel[:, 2] * 2 * np.pi / 0.008) > 0.6)
