@@ -106,7 +106,6 @@ class AttachedPartsField(Field):
         self.eye_centres = [np.asarray(c, np.float32) + shift for c in engine.eye_centres]
         self.eye_radius = float(P.eye_radius)
         self._front_y = float(H[1] - 0.5 * R[1])
-        self._head_y, self._head_z = float(H[1]), float(H[2])
         self._head = H
         eye_z = float(np.mean([c[2] for c in self.eye_centres]))
         self._fringe_z = eye_z + FRINGE_RISE
@@ -185,7 +184,7 @@ class AttachedPartsField(Field):
                 replaced |= (labels[near] == self._cloth) & (parts["beard"] < STRAY_CLOTH)
             front = self._face_front(xn)
             ln, z = labels[near], xn[:, 2]
-            brim = self._head_z + hat_edge(self._headwear, xn[:, 1] - self._head_y)
+            brim = self._head[2] + hat_edge(self._headwear, xn[:, 1] - self._head[1])
             replaced |= front & (ln == self._hat) & (z < brim)
             replaced |= front & (ln == self._hair) & (z < self._fringe_z)
             dn = np.where(replaced, parts["skin"], dn)
