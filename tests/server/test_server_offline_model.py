@@ -34,4 +34,6 @@ def test_unreachable_hub_fails_a_text_to_3d_job_in_seconds(server_factory, tmp_p
     assert job["state"] == "failed", job
     assert "hf download someone/not-downloaded" in job["error"] and "hub could not be reached" in job["error"]
     took = _seconds(job["started_at"], job["finished_at"])
-    assert took < 10.0, took  # it was 263 s of hub retries
+    # The probe gives up after HUB_PROBE_S; the rest is importing diffusers on a busy CI box
+    # (10.5 s once). The failure this guards against was 263 s of hub retries.
+    assert took < 45.0, took

@@ -46,7 +46,8 @@ def test_gpu_check_prints_one_parseable_summary_line(gpu_check_run, capsys):
     assert "\n" not in line and line.startswith("gpu_check: device=cpu components=tiny")
     assert re.search(r"standard=[0-9.]+s/step\(r[0-9.]+\+g[0-9.]+\+b[0-9.]+\)->[0-9.]+min", line)
     assert re.search(r"24sliced=[0-9.]+s/n/a", line)
-    assert re.search(r"cos=0\.9\d+ norm_ratio=", line)
+    cos = re.search(r"cos=([0-9.]+) norm_ratio=", line)
+    assert cos and float(cos.group(1)) == pytest.approx(report["vae_fp16_vs_fp32"]["cosine"], abs=1e-4)
 
 
 def test_gpu_check_refuses_the_full_size_run_without_a_gpu(capsys):
