@@ -306,6 +306,8 @@ def part_section(model: AvatarModel, args, scale: float, truths, cached) -> dict
     kinds = ("template", "paraphrase")
     hits: dict[str, list[np.ndarray]] = {k: [] for k in (*kinds, "template_job", "paraphrase_job")}
     masks: dict[str, list[np.ndarray]] = {k: [] for k in hits}
+    # truth -> prediction of every job read-back, per attribute: which values the misses go to.
+    confusion: dict[str, dict[str, int]] = {name: {} for name in PART_ATTRIBUTES}
     for kind in kinds:
         for i, truth in enumerate(truths):
             text = describe(truth) if kind == "template" else describe(truth, np.random.default_rng([7, i]))
@@ -321,6 +323,12 @@ def part_section(model: AvatarModel, args, scale: float, truths, cached) -> dict
             pred = clf.predict(part_reading(model.field(p, full), rng)["descriptor"][None])[0]
             hits[f"{kind}_job"].append(pred == want)
             masks[f"{kind}_job"].append(mask)
+            for name in PART_ATTRIBUTES:
+                a = ATTRIBUTE_NAMES.index(name)
+                if mask[a]:
+                    values = VOCAB[name]
+                    key = f"{values[want[a]]}->{values[pred[a]]}"
+                    confusion[name][key] = confusion[name].get(key, 0) + 1
     out: dict = {"attributes": {}}
     print(
         "part-by-part read-back (bench.avatar_parts), on the attributes each prompt names; ratio = / engine"
@@ -341,6 +349,7 @@ def part_section(model: AvatarModel, args, scale: float, truths, cached) -> dict
             row[kind] = float(np.mean(h)) if h else None
             row[f"{kind}_n"] = len(h)
             row[f"{kind}_ratio"] = None if not h or not ceiling[a] else row[kind] / float(ceiling[a])
+        row["job_confusion"] = dict(sorted(confusion[name].items()))
         out["attributes"][name] = row
         f = lambda v: "   -" if v is None else f"{v:.2f}"  # noqa: E731
         print(
@@ -349,6 +358,9 @@ def part_section(model: AvatarModel, args, scale: float, truths, cached) -> dict
             f" {f(row['template_job']):>9s} {f(row['template_job_ratio']):>6s}"
             f" {f(row['paraphrase_job']):>9s} {f(row['paraphrase_job_ratio']):>6s}"
         )
+        misses = {k: v for k, v in row["job_confusion"].items() if k.split("->")[0] != k.split("->")[1]}
+        if misses:
+            print(f"  {'':15s} job misses: {', '.join(f'{k} x{v}' for k, v in misses.items())}")
 
     def facial(prompts: tuple[str, ...], total: int) -> dict:
         per = max(1, total // len(prompts))
