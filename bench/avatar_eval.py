@@ -38,6 +38,7 @@ import torch
 from bench.avatar_parts import (
     PART_ATTRIBUTES,
     fine_labeller,
+    focused_columns,
     has_facial_hair,
     part_reading,
     project_to_surface,
@@ -188,7 +189,9 @@ class AttributeClassifier:
     are standardised and projected on their principal components; for each attribute the
     number of components (colours read best from a few, glasses and eye colour need many) and
     the L2 strength are chosen by 4-fold cross-validation. An attribute that only shows on some
-    avatars (``APPLIES``) is learned from those alone.
+    avatars (``APPLIES``) is learned from those alone. An attribute given ``columns`` is read
+    from those descriptor columns alone (standardised, not projected): the part reader's
+    ``focused_columns``.
     """
 
     def __init__(
@@ -197,7 +200,9 @@ class AttributeClassifier:
         attrs: list[AvatarAttributes],
         dims=(32, 96, 320),
         l2s=(1e-3, 1e-2, 1e-1),
+        columns: dict[str, np.ndarray] | None = None,
     ) -> None:
+        self.columns = columns or {}
         self.mu, self.sd = X.mean(0), X.std(0) + 1e-3
         Z = torch.from_numpy((X - self.mu) / self.sd).double()
         _, _, V = torch.linalg.svd(Z, full_matrices=False)
@@ -211,6 +216,10 @@ class AttributeClassifier:
             k = len(VOCAB[name])
             keep = torch.tensor([applies(name, t) for t in attrs])
             Fa, y = F_[keep], torch.from_numpy(Y[:, a])[keep]
+            sizes = dims
+            if name in self.columns:  # read from these columns alone, standardised, no projection
+                Fa = self._own(X[keep.numpy()], name)
+                sizes = (Fa.shape[1],)
             folds = torch.arange(len(y)) % 4
 
             def cv(choice, Fa=Fa, y=y, k=k, folds=folds) -> float:
@@ -223,10 +232,14 @@ class AttributeClassifier:
                     ])
                 )  # fmt: skip
 
-            d, l2 = max(((d, l2) for d in dims for l2 in l2s), key=cv)
+            d, l2 = max(((d, l2) for d in sizes for l2 in l2s), key=cv)
             self.choice.append((d, l2))
             self.heads.append((d, self._fit(Fa[:, :d], y, k, l2)))
             self.majority.append(float(np.bincount(y.numpy(), minlength=k).max() / max(len(y), 1)))
+
+    def _own(self, X: np.ndarray, name: str) -> torch.Tensor:
+        cols = self.columns[name]
+        return torch.from_numpy((X[:, cols] - self.mu[cols]) / self.sd[cols]).float()
 
     @staticmethod
     def _fit(F_: torch.Tensor, y: torch.Tensor, k: int, l2: float):
@@ -247,7 +260,11 @@ class AttributeClassifier:
     def predict(self, X: np.ndarray) -> np.ndarray:
         Z = torch.from_numpy((X - self.mu) / self.sd).double()
         F_ = ((Z @ self.proj) / self.fsd).float()
-        return np.stack([head(F_[:, :d]).argmax(1).numpy() for d, head in self.heads], 1)
+        out = []
+        for name, (d, head) in zip(ATTRIBUTE_NAMES, self.heads, strict=True):
+            Fa = self._own(X, name) if name in self.columns else F_[:, :d]
+            out.append(head(Fa).argmax(1).numpy())
+        return np.stack(out, 1)
 
     def accuracy(self, X: np.ndarray, attrs: list[AvatarAttributes]) -> np.ndarray:
         """Per-attribute accuracy on avatars with known ``attrs``, where each attribute applies -> (A,)."""
@@ -290,13 +307,21 @@ def part_section(model: AvatarModel, args, scale: float, truths, cached) -> dict
     X = cached(
         f"parts_X_{n}", lambda: [part_reading(AvatarField(a, s), rng)["descriptor"] for a, s in cls_set]
     )
-    clf = AttributeClassifier(X, [a for a, _ in cls_set], dims=(16, 40, 80))
+    # Each attribute read from its own parts (the reader scored against the targets), and, for
+    # comparison with figures before it, from the whole descriptor's principal components.
+    focused = {name: focused_columns(name) for name in PART_ATTRIBUTES}
+    readers = {
+        "focused": AttributeClassifier(X, [a for a, _ in cls_set], dims=(16, 40, 80), columns=focused),
+        "whole": AttributeClassifier(X, [a for a, _ in cls_set], dims=(16, 40, 80)),
+    }
+    clf = readers["focused"]
     ceil_set = [identity(CEILING_BASE, i) for i in range(args.n_ceiling)]
     Xc = cached(
         f"parts_ceil_{args.n_ceiling}",
         lambda: [part_reading(AvatarField(a, s), rng)["descriptor"] for a, s in ceil_set],
     )
     ceiling = clf.accuracy(Xc, [a for a, _ in ceil_set])
+    ceiling_whole = readers["whole"].accuracy(Xc, [a for a, _ in ceil_set])
     fitted = None
     if args.planes is not None:  # what the fitted tri-planes themselves hold
         data = torch.load(args.planes, weights_only=False)
@@ -304,7 +329,10 @@ def part_section(model: AvatarModel, args, scale: float, truths, cached) -> dict
         Xf = np.stack([part_reading(model.field(p.float()), rng)["descriptor"] for p in data["planes"][:k]])
         fitted = clf.accuracy(Xf, [AvatarAttributes.from_indices(r.tolist()) for r in data["attrs"][:k]])
     kinds = ("template", "paraphrase")
-    hits: dict[str, list[np.ndarray]] = {k: [] for k in (*kinds, "template_job", "paraphrase_job")}
+    hits: dict[str, list[np.ndarray]] = {
+        k: []
+        for k in (*kinds, "template_job", "paraphrase_job", "template_job_whole", "paraphrase_job_whole")
+    }
     masks: dict[str, list[np.ndarray]] = {k: [] for k in hits}
     # truth -> prediction of every job read-back, per attribute: which values the misses go to.
     confusion: dict[str, dict[str, int]] = {name: {} for name in PART_ATTRIBUTES}
@@ -320,9 +348,12 @@ def part_section(model: AvatarModel, args, scale: float, truths, cached) -> dict
             masks[kind].append(mask)
             # As a job makes it: parts painted, the small parts from the fitted engine head.
             full = model.completed_attributes(parsed, 100 + i, 1)[0]
-            pred = clf.predict(part_reading(model.field(p, full), rng)["descriptor"][None])[0]
+            job = part_reading(model.field(p, full), rng)["descriptor"][None]
+            pred = clf.predict(job)[0]
             hits[f"{kind}_job"].append(pred == want)
             masks[f"{kind}_job"].append(mask)
+            hits[f"{kind}_job_whole"].append(readers["whole"].predict(job)[0] == want)
+            masks[f"{kind}_job_whole"].append(mask)
             for name in PART_ATTRIBUTES:
                 a = ATTRIBUTE_NAMES.index(name)
                 if mask[a]:
@@ -344,11 +375,13 @@ def part_section(model: AvatarModel, args, scale: float, truths, cached) -> dict
             "engine_ceiling": float(ceiling[a]),
             "fitted_planes": None if fitted is None else float(fitted[a]),
         }
+        row["engine_ceiling_whole"] = float(ceiling_whole[a])
         for kind in hits:
             h = [x[a] for x, m in zip(hits[kind], masks[kind], strict=True) if m[a]]
+            c = ceiling_whole[a] if kind.endswith("_whole") else ceiling[a]
             row[kind] = float(np.mean(h)) if h else None
             row[f"{kind}_n"] = len(h)
-            row[f"{kind}_ratio"] = None if not h or not ceiling[a] else row[kind] / float(ceiling[a])
+            row[f"{kind}_ratio"] = None if not h or not c else row[kind] / float(c)
         row["job_confusion"] = dict(sorted(confusion[name].items()))
         out["attributes"][name] = row
         f = lambda v: "   -" if v is None else f"{v:.2f}"  # noqa: E731
@@ -357,6 +390,11 @@ def part_section(model: AvatarModel, args, scale: float, truths, cached) -> dict
             f" {f(row['paraphrase']):>11s} {f(row['paraphrase_ratio']):>6s}"
             f" {f(row['template_job']):>9s} {f(row['template_job_ratio']):>6s}"
             f" {f(row['paraphrase_job']):>9s} {f(row['paraphrase_job_ratio']):>6s}"
+        )
+        print(
+            f"  {'':15s} whole-descriptor reader: engine {f(row['engine_ceiling_whole'])},"
+            f" job {f(row['template_job_whole'])} ({f(row['template_job_whole_ratio'])})"
+            f" / {f(row['paraphrase_job_whole'])} ({f(row['paraphrase_job_whole_ratio'])})"
         )
         misses = {k: v for k, v in row["job_confusion"].items() if k.split("->")[0] != k.split("->")[1]}
         if misses:

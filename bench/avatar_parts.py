@@ -33,6 +33,34 @@ hair. The engine's smallest facial hair, a goatee, covers several per cent of it
 colour on the skin, not a part, and is not counted."""
 PART_ATTRIBUTES = ("eye_color", "hair_color", "beard", "moustache", "glasses", "headwear", "headwear_color")
 """The attributes a part reading is scored on."""
+READ_FROM: dict[str, tuple[str, ...]] = {
+    "eye_color": ("eyes",),
+    "hair_color": ("hair", "brows"),
+    "beard": ("beard", "moustache", "skin", "lips"),
+    "moustache": ("moustache", "beard", "lips", "skin"),
+    "glasses": ("glasses", "eyes", "skin"),
+    "headwear": ("hat", "hair", "skin"),
+    "headwear_color": ("hat",),
+}
+"""The parts each attribute is read from (``focused_columns``): a moustache from the mouth's
+parts, not from whether the hat above it is the engine's. Read from the whole descriptor, a
+present moustache was read as none when another part differed from the engine's (measured on
+model v4 jobs: the moustache's rays at the mouth 196 against the engine's 198 of 525, read as
+none on 7 of 19)."""
+
+
+def focused_columns(name: str) -> np.ndarray:
+    """The descriptor columns (``part_reading``) of the parts ``READ_FROM[name]``: each part's
+    share and colour in the face box and over the whole avatar, and the iris for eye colour."""
+    p = len(PART_NAMES)
+    cols: list[int] = []
+    for part in READ_FROM[name]:
+        i = PART_NAMES.index(part)
+        cols.extend(range(4 * i, 4 * i + 4))  # face box: share, rgb
+        cols.extend(range(4 * p + 3 + 4 * i, 4 * p + 3 + 4 * i + 4))  # whole avatar
+    if name == "eye_color":
+        cols.extend(range(4 * p, 4 * p + 3))
+    return np.asarray(sorted(cols), np.int64)
 
 
 def fine_labeller(field: Field) -> Callable[[np.ndarray], np.ndarray] | None:
