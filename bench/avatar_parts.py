@@ -5,7 +5,8 @@ two pixels and a frame one. This one asks the field itself: surface points are s
 whole avatar and, densely, inside the face box; each point gets its fine part label (the engine's
 ``nearest_part``, the decoder's ``fine_parts``) and its albedo. Per part and per region the
 descriptor holds the share of surface points and their mean colour, plus the colour of the iris
-(the eye points that are neither pupil nor sclera, sampled densely in ``EYE_BOX``). A classifier trained on engine avatars' descriptors then reads eye
+(the eye points that are neither pupil nor sclera, sampled densely in ``EYE_BOX``) and the
+``EXTRAS``. A classifier trained on engine avatars' descriptors then reads eye
 colour, glasses, beard, moustache, hair colour and hat colour from any avatar with part labels.
 
 ``facial_hair_share`` is the share of face-box surface labelled beard or moustache: exactly 0 on
@@ -49,6 +50,20 @@ model v4 jobs: the moustache's rays at the mouth 196 against the engine's 198 of
 none on 7 of 19)."""
 
 
+JAW_BAND = (-0.02, 0.05)
+"""Heights (metres) of the jaw and chin below the mouth on every engine head (centre z = 0.10),
+inside the area engine stubble colours at any sag."""
+CHEEK_BAND = (0.075, 0.105)
+"""Heights (metres) of the cheeks between mouth and eyes, above the stubble's area: the face's
+own skin colour, which the jaw's is compared with."""
+EXTRAS = 12
+"""Values at the descriptor's end: the skin's mean colour on the jaw and on the cheeks (stubble
+is a colour on the jaw's skin, not a part), and the hat's mean position and spread (a cap's brim
+reaches forward, a beanie's crown sits high)."""
+EXTRA_COLUMNS: dict[str, tuple[int, int]] = {"beard": (0, 6), "headwear": (6, 12)}
+"""Which of the ``EXTRAS`` (start, stop) each attribute also reads."""
+
+
 def focused_columns(name: str) -> np.ndarray:
     """The descriptor columns (``part_reading``) of the parts ``READ_FROM[name]``: each part's
     share and colour in the face box and over the whole avatar, and the iris for eye colour."""
@@ -60,6 +75,9 @@ def focused_columns(name: str) -> np.ndarray:
         cols.extend(range(4 * p + 3 + 4 * i, 4 * p + 3 + 4 * i + 4))  # whole avatar
     if name == "eye_color":
         cols.extend(range(4 * p, 4 * p + 3))
+    if name in EXTRA_COLUMNS:
+        lo, hi = EXTRA_COLUMNS[name]
+        cols.extend(range(8 * p + 3 + lo, 8 * p + 3 + hi))
     return np.asarray(sorted(cols), np.int64)
 
 
@@ -116,6 +134,21 @@ def _region_features(labels: np.ndarray, rgb: np.ndarray) -> np.ndarray:
     return np.asarray(feats, np.float32)
 
 
+def _extras(
+    face: np.ndarray, lf: np.ndarray, cf: np.ndarray, whole: np.ndarray, lw: np.ndarray
+) -> np.ndarray:
+    skin = lf == PART_NAMES.index("skin")
+    front = np.abs(face[:, 0]) < 0.09
+
+    def mean_skin(band: tuple[float, float]) -> np.ndarray:
+        m = skin & front & (face[:, 2] > band[0]) & (face[:, 2] < band[1])
+        return cf[m].mean(0) if m.sum() >= 3 else np.zeros(3)
+
+    hat = whole[lw == PART_NAMES.index("hat")]
+    where = np.concatenate([hat.mean(0), hat.std(0)]) if len(hat) >= 3 else np.zeros(6)
+    return np.concatenate([mean_skin(JAW_BAND), mean_skin(CHEEK_BAND), where]).astype(np.float32)
+
+
 def part_reading(
     field: Field, rng: np.random.Generator, n_face: int = 3000, n_all: int = 2000, n_eyes: int = 1500
 ) -> dict:
@@ -139,7 +172,9 @@ def part_reading(
         if ring.sum() >= 3:
             iris = c[ring].mean(0)
     facial = np.isin(lf, [PART_NAMES.index("beard"), PART_NAMES.index("moustache")])
-    descriptor = np.concatenate([_region_features(lf, cf), iris, _region_features(lw, cw)])
+    descriptor = np.concatenate(
+        [_region_features(lf, cf), iris, _region_features(lw, cw), _extras(face, lf, cf, whole, lw)]
+    )
     return {
         "descriptor": descriptor.astype(np.float32),
         "facial_hair_share": float(facial.mean()) if len(facial) else 0.0,
