@@ -305,7 +305,7 @@ def part_section(model: AvatarModel, args, scale: float, truths, cached) -> dict
     n = args.n_part_classifier
     cls_set = [identity(CLASSIFIER_BASE, i) for i in range(n)]
     X = cached(
-        f"parts2_X_{n}", lambda: [part_reading(AvatarField(a, s), rng)["descriptor"] for a, s in cls_set]
+        f"parts3_X_{n}", lambda: [part_reading(AvatarField(a, s), rng)["descriptor"] for a, s in cls_set]
     )
     # Each attribute read from its own parts (the reader scored against the targets), and, for
     # comparison with figures before it, from the whole descriptor's principal components.
@@ -317,7 +317,7 @@ def part_section(model: AvatarModel, args, scale: float, truths, cached) -> dict
     clf = readers["focused"]
     ceil_set = [identity(CEILING_BASE, i) for i in range(args.n_ceiling)]
     Xc = cached(
-        f"parts2_ceil_{args.n_ceiling}",
+        f"parts3_ceil_{args.n_ceiling}",
         lambda: [part_reading(AvatarField(a, s), rng)["descriptor"] for a, s in ceil_set],
     )
     ceiling = clf.accuracy(Xc, [a for a, _ in ceil_set])

@@ -56,12 +56,18 @@ inside the area engine stubble colours at any sag."""
 CHEEK_BAND = (0.075, 0.105)
 """Heights (metres) of the cheeks between mouth and eyes, above the stubble's area: the face's
 own skin colour, which the jaw's is compared with."""
-EXTRAS = 12
-"""Values at the descriptor's end: the skin's mean colour on the jaw and on the cheeks (stubble
-is a colour on the jaw's skin, not a part), and the hat's mean position and spread (a cap's brim
-reaches forward, a beanie's crown sits high)."""
-EXTRA_COLUMNS: dict[str, tuple[int, int]] = {"beard": (0, 6), "headwear": (6, 12)}
-"""Which of the ``EXTRAS`` (start, stop) each attribute also reads."""
+EXTRAS = 15
+"""Values at the descriptor's end: the skin's mean colour on the jaw (0:3) and on the cheeks
+(3:6), the hat's mean position and spread (6:12; a cap's brim reaches forward, a beanie's crown
+sits high) and how far the jaw's colour is from the cheeks' per channel (12:15). Stubble is a
+colour on the jaw's skin, not a part, and takes it towards the hair colour: darker on light
+skin, lighter (blonde, grey) on dark skin, so the jaw minus the cheeks alone does not read it
+(measured on 23 engine avatars with stubble: -0.03 ± 0.17)."""
+EXTRA_COLUMNS: dict[str, tuple[range, ...]] = {
+    "beard": (range(0, 6), range(12, 15)),
+    "headwear": (range(6, 12),),
+}
+"""Which of the ``EXTRAS`` each attribute also reads."""
 
 
 def focused_columns(name: str) -> np.ndarray:
@@ -75,9 +81,8 @@ def focused_columns(name: str) -> np.ndarray:
         cols.extend(range(4 * p + 3 + 4 * i, 4 * p + 3 + 4 * i + 4))  # whole avatar
     if name == "eye_color":
         cols.extend(range(4 * p, 4 * p + 3))
-    if name in EXTRA_COLUMNS:
-        lo, hi = EXTRA_COLUMNS[name]
-        cols.extend(range(8 * p + 3 + lo, 8 * p + 3 + hi))
+    for r in EXTRA_COLUMNS.get(name, ()):
+        cols.extend(8 * p + 3 + k for k in r)
     return np.asarray(sorted(cols), np.int64)
 
 
@@ -146,7 +151,8 @@ def _extras(
 
     hat = whole[lw == PART_NAMES.index("hat")]
     where = np.concatenate([hat.mean(0), hat.std(0)]) if len(hat) >= 3 else np.zeros(6)
-    return np.concatenate([mean_skin(JAW_BAND), mean_skin(CHEEK_BAND), where]).astype(np.float32)
+    jaw, cheek = mean_skin(JAW_BAND), mean_skin(CHEEK_BAND)
+    return np.concatenate([jaw, cheek, where, np.abs(jaw - cheek)]).astype(np.float32)
 
 
 def part_reading(

@@ -77,3 +77,4 @@ def test_stubble_shows_as_the_jaws_skin_colour_against_the_cheeks():
     jaw_drop = [float(x[:3].mean() - x[3:6].mean()) for x in e]  # jaw minus cheeks, grey level
     assert jaw_drop[1] < jaw_drop[0] - 0.05
     assert np.allclose(e[0][3:6], e[1][3:6], atol=0.03)  # the cheeks keep their colour
+    assert e[0][12:15].sum() < 0.03 < 0.15 < e[1][12:15].sum()  # |jaw - cheeks| per channel
