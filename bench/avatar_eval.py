@@ -579,6 +579,11 @@ def main(argv: list[str] | None = None) -> int:
             p = model.generate(parsed, seed=100 + i, guidance_scale=scale, steps=args.steps)[0]
             columns.setdefault(kind, []).append(clf.predict(descriptor(model.field(p))[None])[0] == want)
             masks.setdefault(kind, []).append(mask)
+            # As a job makes it: parts painted, the small parts from the fitted engine head.
+            full = model.completed_attributes(parsed, 100 + i, 1)[0]
+            job = descriptor(model.field(p, full))[None]
+            columns.setdefault(f"{kind}_job", []).append(clf.predict(job)[0] == want)
+            masks.setdefault(f"{kind}_job", []).append(mask)
             if kind == "template" and model.normalizer.effects is not None:
                 # Ablation: the attributes' additive mean alone, without the denoiser.
                 cond = torch.from_numpy(condition_from_partial(parsed))[None]
@@ -590,8 +595,12 @@ def main(argv: list[str] | None = None) -> int:
     report["attributes"] = {}
     print(f"attribute accuracy read back by the classifier ({args.n_prompts} prompts per kind), on the")
     print("attributes each prompt names; chance = always guessing the commonest true value of that subset;")
-    print("engine = the classifier on held-out engine avatars (its ceiling); fitted = on fitted tri-planes")
-    cols = ["template", "paraphrase", *(["attribute_mean"] if "attribute_mean" in columns else [])]
+    print("engine = the classifier on held-out engine avatars (its ceiling); fitted = on fitted tri-planes;")
+    print(
+        "template, paraphrase = the generator's own field; *_job = as a job makes it (painted, small parts attached)"
+    )
+    cols = ["template", "paraphrase", "template_job", "paraphrase_job"]
+    cols += ["attribute_mean"] if "attribute_mean" in columns else []
     print(
         f"  {'attribute':15s} {'n':>3s} {'chance':>7s} {'engine':>7s} {'fitted':>7s} "
         + " ".join(f"{c:>14s}" for c in cols)
