@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {k:10s} {v.mean():6.2f} {np.percentile(v, 90):6.2f} {v.max():6.2f}")
     print(
         f"  {'all':10s} {every.mean():6.2f} {np.percentile(every, 90):6.2f} {every.max():6.2f}"
-        f"   ({(every <= TARGET_MM).mean():.0%} of landmarks within {TARGET_MM:g} mm)"
+        f"   ({int((every <= TARGET_MM).sum())} of {every.size} landmarks within {TARGET_MM:g} mm)"
     )
     print(
         f"rigging cost per avatar (CPU s): landmark fit {np.mean(fit_s):.2f} (max {max(fit_s):.2f}), "
