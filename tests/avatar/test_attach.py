@@ -195,3 +195,22 @@ def test_asked_for_stubble_darkens_the_jaw_as_on_the_engines_faces(model):
     black = np.asarray(HAIR["black"])
     # 45 % of the way to the hair colour, like the engine's jaw
     np.testing.assert_allclose(stubble, 0.55 * shaven + 0.45 * black, atol=0.05)
+
+
+def test_the_generated_chin_does_not_show_through_an_attached_full_beard(model):
+    # Seed 1007's generated chin stands proud of the fitted one: before the chin gave way, a
+    # streak of its skin ran down the middle of the beard (the engine shows only a small patch).
+    _, field, full = job_field(model, {}, seed=1007)
+    assert full["beard"] == "full" and "beard" in field.attached
+    pts = face_surface(field, 6000)
+    mz = field._mouth_z
+    chin = (
+        (np.abs(pts[:, 0]) < 0.025) & (pts[:, 2] < mz - 0.012) & (pts[:, 2] > mz - 0.07) & (pts[:, 1] < -0.06)
+    )
+    assert chin.sum() > 30
+    skin = float((field.fine_parts(pts[chin]) == PART_NAMES.index("skin")).mean())
+    engine_pts = face_surface(field.engine, 6000)
+    ec = (np.abs(engine_pts[:, 0]) < 0.025) & (engine_pts[:, 2] < mz - 0.012) & (engine_pts[:, 2] > mz - 0.07)
+    ec &= engine_pts[:, 1] < -0.06
+    engine_skin = float((field.engine.nearest_part(engine_pts[ec]) == PART_NAMES.index("skin")).mean())
+    assert skin < engine_skin + 0.03, (skin, engine_skin)  # before the fix: 0.18 against 0.11

@@ -33,8 +33,11 @@ REPLACED_PARTS: tuple[str, ...] = ("eyes", "glasses", "moustache", "beard")
 engine's skin (with its eye sockets and lids): no smeared frame behind the exact one, no stray
 moustache or beard when none was asked for."""
 STRAY_CLOTH = 0.008
-"""Generated surface labelled cloth within this distance (metres) of an attached beard is the
-generator's beard mislabelled (blotches of shirt colour in it); it gives way like the beard."""
+"""Generated surface labelled cloth, or skin below the mouth, within this distance (metres) of an
+attached beard is the generator's beard mislabelled (blotches of shirt colour in it) or its chin
+standing proud of the fitted one (a streak of skin down the middle of a full beard); it gives
+way like the beard. (Skin above the mouth keeps the generator's: the fitted face's cheeks sit at
+another depth and would leave a step across the face.)"""
 FRINGE_RISE = 0.018
 """Metres above the eye centres of the lowest fringe on the engine's faces (a bob's ends 22 mm
 above them). Generated surface in front of the face labelled hair below that, or hat below the
@@ -180,8 +183,10 @@ class AttachedPartsField(Field):
         replaced = np.zeros(len(xn), bool)
         if labels is not None:
             replaced = np.isin(labels[near], self._replaced)
-            if "beard" in parts:  # the generator's "clothes" poking through its own beard
-                replaced |= (labels[near] == self._cloth) & (parts["beard"] < STRAY_CLOTH)
+            if "beard" in parts:  # the generator's "clothes", or its chin, poking through the beard
+                stray = labels[near] == self._cloth
+                stray |= (labels[near] == self._skin) & (xn[:, 2] < self._mouth_z)
+                replaced |= stray & (parts["beard"] < STRAY_CLOTH)
             front = self._face_front(xn)
             ln, z = labels[near], xn[:, 2]
             brim = self._head[2] + hat_edge(self._headwear, xn[:, 1] - self._head[1])
