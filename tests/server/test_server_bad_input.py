@@ -276,8 +276,16 @@ def test_non_loopback_bind_refuses_without_token(tmp_path) -> None:
 def test_queue_cap_and_data_dir_lock(server_factory) -> None:
     server = server_factory(["--engine", SLOW, "--max-queued", "2"], {"KILN_SLOW_STEP_S": "2"}).start()
     with server.client() as c:
-        ids = [c.post("/v1/jobs", json={"kind": "slow", "prompt": "x"}).json()["id"] for _ in range(3)]
-        wait_for(c, ids[0], lambda j: j["state"] == "running", 60)  # one running, two queued
+        # The first job is taken by the worker before the next two are posted: posted at once,
+        # all three can be queued before it starts, and the third is refused (seen on CI).
+        ids = []
+        for k in range(3):
+            r = c.post("/v1/jobs", json={"kind": "slow", "prompt": "x"})
+            assert r.status_code == 201, r.text
+            ids.append(r.json()["id"])
+            if k == 0:
+                wait_for(c, ids[0], lambda j: j["state"] == "running", 60)
+        # one running, two queued
         r = c.post("/v1/jobs", json={"kind": "slow", "prompt": "x"})
         assert r.status_code == 429 and "2 jobs are already queued" in r.json()["detail"], r.text
         c.post(f"/v1/jobs/{ids[2]}/cancel")
